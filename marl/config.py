@@ -1,0 +1,177 @@
+"""One configuration object for a MARL run, validated once at the edge.
+
+Every field is a command-line flag of `python -m marl.train` (``--latent-dim`` for
+``latent_dim``), a key of a ``--config`` file (JSON or YAML) and a ``config/<key>`` column of
+a sweep's results. Defaults marked CHOSEN are ours where the paper is silent
+(see ../shared/reference/MARL_SPEC.md and docs/reproduction.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from marl.errors import UserError
+
+ESTIMATORS = ("mss", "mws")
+ARCHS = ("mlp", "conv")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Fields that determine the generated data; only these key the on-disk cache.
+DATA_FIELDS = (
+    "n_train_pairs", "n_eval_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
+    "n_mels", "n_fft", "hop_length", "n_frames", "amp_min", "amp_max", "data_seed",
+)
+
+
+@dataclass
+class Config:
+    # --- objective (paper's equation; α: index-code MI, β: total correlation, γ: dim-wise KL)
+    alpha: float = 0.0
+    beta: float = 0.0
+    gamma: float = 0.1  # the paper's favoured ablation point (spec §5)
+    estimator: str = "mss"  # minibatch stratified ("mss") or weighted ("mws") sampling
+    # --- model
+    arch: str = "mlp"  # "mlp" (fast, CPU default) or "conv" (small conv net)
+    latent_dim: int = 8  # per subspace, as in the paper's figures
+    hidden: int = 256  # width of the hidden layers
+    poe_prior: bool = False  # add a N(0, I) expert to the product of experts
+    # --- training
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0  # model init, batch order and reparameterisation noise
+    device: str = "auto"  # CUDA when present
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # --- evaluation
+    eval_every: int = 0  # evaluate every N epochs during training; 0 = at the end only
+    probe_train_clips: int = 4096  # training clips whose latents fit the probes
+    umap: bool = True  # UMAP embedding and figure at the end
+    # --- data (spec §1); the dataset is a pure function of these fields
+    n_train_pairs: int = 4096
+    n_eval_pairs: int = 1024
+    sample_rate: int = 44100  # keeps the 3rd harmonic of f_max below Nyquist (spec §6)
+    f_min: float = 200.0
+    f_max: float = 6000.0
+    n_pitch_classes: int = 21
+    n_mels: int = 64
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_frames: int = 16
+    amp_min: float = 0.1
+    amp_max: float = 1.0
+    data_seed: int = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Build and validate; unknown keys and wrong types are UserErrors naming the field."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise UserError(f"unknown config field {key!r}")
+            kwargs[key] = _coerce(key, value, known[key].type)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict:
+        """Read a JSON or YAML file of config fields (not yet validated)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise UserError(f"config: cannot read {path}: {err.strerror or err}") from None
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                values = yaml.safe_load(text)
+            else:
+                values = json.loads(text)
+        except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+            raise UserError(f"config: cannot parse {path}: {str(err).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config: {path} must hold a mapping of field: value")
+        return values
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Config":
+        return Config.from_dict({**self.to_dict(), **changes})
+
+    def data_dict(self) -> dict:
+        return {k: getattr(self, k) for k in DATA_FIELDS}
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"{name}: must be a finite number >= 0, got {value}")
+        for name in ("lr", "f_min", "f_max", "amp_min", "amp_max"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise UserError(f"{name}: must be a finite number > 0, got {value}")
+        for name in ("latent_dim", "hidden", "epochs", "n_train_pairs", "n_eval_pairs",
+                     "sample_rate", "n_pitch_classes", "n_mels", "n_fft", "hop_length",
+                     "n_frames", "probe_train_clips"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "eval_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.estimator not in ESTIMATORS:
+            raise UserError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.arch not in ARCHS:
+            raise UserError(f"arch: must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.device not in DEVICES:
+            raise UserError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not 2 <= self.batch_size <= self.n_train_pairs:
+            raise UserError(f"batch_size: must be between 2 and n_train_pairs "
+                            f"({self.n_train_pairs}), got {self.batch_size}")
+        if self.n_pitch_classes < 2:
+            raise UserError("n_pitch_classes: must be >= 2 (pairs need two different classes)")
+        if self.f_min >= self.f_max:
+            raise UserError(f"f_max: must exceed f_min ({self.f_min}), got {self.f_max}")
+        if 3 * self.f_max >= self.sample_rate / 2:
+            raise UserError(f"f_max: its 3rd harmonic ({3 * self.f_max:g} Hz) must stay below "
+                            f"Nyquist ({self.sample_rate / 2:g} Hz) or timbres become "
+                            "indistinguishable; lower f_max or raise sample_rate")
+        if self.amp_min > self.amp_max:
+            raise UserError(f"amp_max: must be >= amp_min ({self.amp_min}), got {self.amp_max}")
+        if self.arch == "conv" and (self.n_mels % 8 or self.n_frames % 8):
+            raise UserError("arch: 'conv' needs n_mels and n_frames divisible by 8")
+
+
+def _coerce(key: str, value, type_name: str):
+    """Convert a value from JSON/YAML/command line to the field's type, or fail naming it."""
+    try:
+        if type_name == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            return bool(value)
+        if type_name == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except (TypeError, ValueError):
+        raise UserError(f"{key}: expected {type_name}, got {value!r}") from None

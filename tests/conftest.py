@@ -1,0 +1,20 @@
+import os
+
+import pytest
+
+from marl.config import Config
+
+# Tiny data everywhere: tests must run in minutes on 2 cores.
+TINY = dict(n_train_pairs=256, n_eval_pairs=96, epochs=2, batch_size=64, hidden=32,
+            latent_dim=4, probe_train_clips=256, umap=False, n_frames=8)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    os.environ["MARL_CACHE"] = str(tmp_path_factory.mktemp("marl-cache"))
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+@pytest.fixture
+def tiny_cfg() -> Config:
+    return Config.from_dict(TINY)

@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+from marl.losses import decompose_kl, gaussian_log_density, mss_log_weights
+from marl.model import product_of_experts
+
+
+@pytest.mark.parametrize("batch,n", [(2, 10), (8, 100), (64, 5000)])
+def test_mss_weights_rows_sum_to_one_with_one_over_n_on_diagonal(batch, n):
+    w = mss_log_weights(batch, n).exp().double()
+    assert torch.allclose(w.sum(1), torch.ones(batch, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(torch.diagonal(w), torch.full((batch,), 1 / n, dtype=torch.float64))
+    m = batch - 1
+    stratum = w[torch.arange(batch), (torch.arange(batch) + 1) % batch]
+    assert torch.allclose(stratum, torch.full((batch,), (n - m) / (n * m), dtype=torch.float64))
+
+
+def test_mss_weights_are_not_the_buggy_two_column_matrix():
+    # the widely copied code puts the 1/N entries down columns 0 and 1 instead of the diagonal
+    w = mss_log_weights(6, 50).exp()
+    assert not torch.allclose(w[2:, 0], torch.full((4,), 1 / 50))
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_decomposition_sums_to_log_q_minus_log_p(estimator):
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(32, 5, generator=g)
+    logvar = torch.randn(32, 5, generator=g) * 0.5
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(32, 5, generator=g)
+    terms = decompose_kl(z, mu, logvar, dataset_size=1000, estimator=estimator)
+    assert all(t.shape == (32,) for t in terms)
+    log_q = gaussian_log_density(z, mu, logvar).sum(1)
+    log_p = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
+    assert torch.allclose(terms.mi + terms.tc + terms.dim_kl, log_q - log_p, atol=1e-4)
+
+
+def test_known_answers_when_every_posterior_is_the_prior():
+    # q(z|x) = N(0, I) for every x, so the aggregate posterior is the prior.
+    n, d = 256, 3
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+    zeros = torch.zeros_like(z)
+    # MSS weights sum to 1 per row: the estimate of q(z) is exact and every term is 0.
+    t = decompose_kl(z, zeros, zeros, dataset_size=n, estimator="mss")
+    for term in t:
+        assert term.abs().max() < 1e-4
+    # MWS sums B copies of 1/(B·N): log q(z) and each log q(z_k) come out log N too low.
+    t = decompose_kl(z, zeros, zeros, dataset_size=n, estimator="mws")
+    log_n = math.log(n)
+    assert torch.allclose(t.mi, torch.full((n,), log_n), atol=1e-4)
+    assert torch.allclose(t.tc, torch.full((n,), (d - 1) * log_n), atol=1e-4)
+    assert torch.allclose(t.dim_kl, torch.full((n,), -d * log_n), atol=1e-4)
+
+
+def test_mi_is_large_for_a_peaked_posterior_of_distinct_means():
+    # Well separated, narrow posteriors: q(z) ≈ q(z|x)/N for MSS -> MI ≈ log N.
+    n = 64
+    mu = torch.arange(n, dtype=torch.float32)[:, None] * 10
+    logvar = torch.full_like(mu, -4.0)
+    z = mu.clone()
+    t = decompose_kl(z, mu, logvar, dataset_size=n, estimator="mss")
+    assert torch.allclose(t.mi, torch.full((n,), math.log(n)), atol=1e-3)
+
+
+def test_product_of_experts_matches_closed_form():
+    g = torch.Generator().manual_seed(2)
+    mus, logvars = torch.randn(2, 7, 3, generator=g), torch.randn(2, 7, 3, generator=g)
+    prec = torch.exp(-logvars)
+    for prior in (False, True):
+        total = prec.sum(0) + (1.0 if prior else 0.0)
+        mu, logvar = product_of_experts(mus, logvars, prior=prior)
+        assert torch.allclose(mu, (mus * prec).sum(0) / total, atol=1e-5)
+        assert torch.allclose(logvar, -torch.log(total), atol=1e-5)
+
+
+def test_product_of_two_identical_experts_halves_the_variance():
+    mu, logvar = product_of_experts(torch.ones(2, 1, 1), torch.zeros(2, 1, 1))
+    assert mu.item() == pytest.approx(1.0)
+    assert logvar.exp().item() == pytest.approx(0.5)

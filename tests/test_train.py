@@ -1,0 +1,110 @@
+import copy
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from marl import names
+from marl.data import load_dataset
+from marl.train import Trainer
+
+
+@pytest.mark.parametrize("arch,estimator", [("mlp", "mss"), ("conv", "mws")])
+def test_a_few_epochs_lower_the_loss(tiny_cfg, arch, estimator):
+    cfg = tiny_cfg.replace(arch=arch, estimator=estimator, gamma=0.5, alpha=0.1, beta=0.1)
+    trainer = Trainer(cfg, load_dataset(cfg), torch.device("cpu"))
+    first = trainer.run_epoch()[names.loss("total")]
+    for _ in range(3):
+        last = trainer.run_epoch()[names.loss("total")]
+    assert last < first
+
+
+def test_training_is_reproducible_from_the_seed(tiny_cfg):
+    data = load_dataset(tiny_cfg)
+    runs = [Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch() for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = Trainer(tiny_cfg.replace(seed=1), data, torch.device("cpu")).run_epoch()
+    assert other != runs[0]
+
+
+def test_checkpoint_round_trip_continues_identically(tiny_cfg):
+    data = load_dataset(tiny_cfg)
+    a = Trainer(tiny_cfg, data, torch.device("cpu"))
+    a.run_epoch()
+    state = copy.deepcopy(a.state_dict())  # state_dict holds live tensors
+    expected = a.run_epoch()
+    b = Trainer(tiny_cfg, data, torch.device("cpu"))
+    b.load_state_dict(state)
+    assert b.run_epoch() == expected and b.epoch == 2
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "marl.train", *args], capture_output=True,
+                          text=True, timeout=240, cwd=cwd)
+
+
+TINY_FLAGS = ["--n-train-pairs", "256", "--n-eval-pairs", "96", "--epochs", "2", "--batch-size", "64",
+              "--hidden", "32", "--latent-dim", "4", "--probe-train-clips", "256", "--n-frames", "8"]
+
+
+def test_cli_end_to_end_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps({"gamma": 0.5, "umap": True}))
+    proc = run_cli(*TINY_FLAGS, "--config", str(cfg_file), "--gamma", "0.25", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["gamma"] == 0.25 and cfg["umap"] is True and cfg["latent_dim"] == 4  # flag beats file
+    metrics = json.loads((out / "metrics.json").read_text())
+    for latent in names.LATENTS:
+        for task in names.TASKS:
+            assert 0.0 <= metrics[names.probe(latent, task)] <= 1.0
+    for factor in names.TASKS:
+        for sub in names.SUBSPACES:
+            assert len(metrics[names.mi(factor, sub)]) == 4
+    for key in ("loss/recon", "loss/mi", "loss/tc", "loss/dim_kl", "separation", "mig/private", "mig/shared"):
+        assert key in metrics
+    latents = pd.read_parquet(out / "latents.parquet")
+    assert len(latents) == 2 * 96
+    assert {"timbre", "pitch_class", "frequency", "amplitude", "private_0", "shared_3", "umap_shared_x"} <= set(latents.columns)
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert "model" in state
+    for fig in ("mi_heatmap", "umap"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    assert "separation" in proc.stdout
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--gamma", "nan"], "gamma"),
+    (["--alpha", "-1"], "alpha"),
+    (["--beta", "inf"], "beta"),
+    (["--latent-dim", "0"], "latent_dim"),
+    (["--estimator", "foo"], "estimator"),
+    (["--arch", "transformer"], "arch"),
+    (["--epochs", "two"], "epochs"),
+    (["--config", "/nonexistent/cfg.json"], "config"),
+    (["--out", "/etc/hostname/run"], "out"),
+    (["--no-such-flag", "1"], "no-such-flag"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field):
+    out_args = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+    proc = run_cli(*args, *out_args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unparseable_config_file_is_rejected(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = run_cli("--config", str(bad), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "config" in proc.stderr and "Traceback" not in proc.stderr
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"gama": 1}')
+    proc = run_cli("--config", str(unknown), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "gama" in proc.stderr
