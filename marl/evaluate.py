@@ -102,6 +102,7 @@ def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False)
             metrics[names.probe(latent, task)] = probe_accuracy(
                 train[latent], train_y[task], test[latent], test_y[task], cfg.seed)
     metrics[names.SEPARATION] = names.separation(metrics)
+    metrics[names.LEAKAGE] = names.leakage(metrics)
 
     factors = np.stack([test_y[t] for t in names.TASKS], axis=1)
     entropies = np.array([entropy(factors[:, i]) for i in range(factors.shape[1])])

@@ -9,6 +9,7 @@ FACTOR_OF_TASK = {"timbre": "timbre", "pitch": "pitch_class"}  # task -> factor 
 SUBSPACES = ("private", "shared")
 LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl")
 SEPARATION = "separation"
+LEAKAGE = "leakage"
 DIVERGED = "diverged"
 
 
@@ -37,3 +38,8 @@ def separation(metrics: dict) -> float:
     """((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2; 1 is perfect."""
     return ((metrics[probe("shared", "timbre")] - metrics[probe("private", "timbre")])
             + (metrics[probe("private", "pitch")] - metrics[probe("shared", "pitch")])) / 2
+
+
+def leakage(metrics: dict) -> float:
+    """(private→timbre + shared→pitch) / 2: what each subspace knows that it should not."""
+    return (metrics[probe("private", "timbre")] + metrics[probe("shared", "pitch")]) / 2
