@@ -202,7 +202,7 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial = Path(result.path).name if result.path else None
         metrics = {k: v for k, v in (result.metrics or {}).items()
                    if k.split("/")[0] in ("probe", "mi", "mi_mean", "mig", "loss")
-                   or k in (names.SEPARATION, names.LEAKAGE, names.DIVERGED, "diverged_epoch", "epoch")}
+                   or k in (names.SEPARATION, names.LEAKAGE, names.DIVERGED, "diverged_epoch", "epoch", "node")}
         error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
         rows.append({"trial": trial, "status": trial_status(result), "error": error,
                      **flat_config(result.config or {}), **metrics,

@@ -14,6 +14,7 @@ from dataclasses import fields
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -34,6 +35,7 @@ def trial_config(config: dict) -> Config:
 
 def marl_trainable(config: dict) -> None:
     cfg = trial_config(config)
+    node = ray.get_runtime_context().get_node_id()  # which machine ran it, for the record
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # match the CPUs Ray gave this trial
     data = load_dataset(cfg)  # built once per node, shared through the on-disk cache
@@ -45,7 +47,7 @@ def marl_trainable(config: dict) -> None:
                                                map_location=trainer.device))
     while trainer.epoch < cfg.epochs:
         losses = trainer.run_epoch()
-        report = {**losses, "epoch": trainer.epoch, names.DIVERGED: 0}
+        report = {**losses, "epoch": trainer.epoch, names.DIVERGED: 0, "node": node}
         if not is_finite(losses):
             tune.report({**report, names.DIVERGED: 1, "diverged_epoch": trainer.epoch})
             return

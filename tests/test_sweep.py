@@ -1,0 +1,141 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import search_spaces
+from marl import names
+from marl.sweep import count_trials, expand_grid, parse_args, build_param_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_cli(*args, cwd=None, timeout=240):
+    return subprocess.run([sys.executable, "-m", "marl.sweep", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.mark.parametrize("name", search_spaces.NAMES)
+def test_every_named_space_resolves_to_its_documented_number_of_trials(name):
+    space = search_spaces.load(name)
+    assert space.num_trials is not None and count_trials(space) == space.num_trials
+    if space.search == "grid":  # and every grid point is a valid config
+        build_param_space(space, parse_args(["--space", name]))
+
+
+def test_paper_ablation_has_recon_only_and_one_term_at_a_time():
+    space = search_spaces.load("paper_ablation")
+    variants = [search_spaces.resolve_trial_config(v) for v in expand_grid(space.space)]
+    weights = {(v["alpha"], v["beta"], v["gamma"]) for v in variants}
+    assert (0.0, 0.0, 0.0) in weights and len(weights) == 10
+    assert all(sum(w > 0 for w in ws) <= 1 for ws in weights)
+    assert sorted({v["seed"] for v in variants}) == [0, 1, 2]
+
+
+def test_log10_fields_include_zero():
+    cfg = search_spaces.resolve_trial_config({"alpha_log10": -3.2, "beta_log10": 0.0, "gamma": 0.1})
+    assert cfg == {"alpha": 0.0, "beta": 1.0, "gamma": 0.1}
+
+
+def test_set_overrides_win_over_space_axes():
+    args = parse_args(["--space", "smoke", "--set", "gamma=0.25", "--set", "epochs=1"])
+    space = build_param_space(search_spaces.load("smoke"), args)
+    for variant in expand_grid(space):
+        cfg = search_spaces.resolve_trial_config(variant)
+        assert cfg["gamma"] == 0.25 and cfg["epochs"] == 1
+
+
+def test_smoke_sweep_end_to_end_writes_every_trial(tmp_path):
+    proc = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), "--num-cpus", "2",
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "results" / "smoke"
+    df = pd.read_parquet(exp / "results.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"ok"}
+    assert sorted(df["config/gamma"]) == [0.0, 0.5]
+    for latent in ("private", "shared"):
+        for task in names.TASKS:
+            assert df[names.probe(latent, task)].between(0, 1).all()
+    assert len(df["mi/timbre/shared"].iloc[0]) == 4  # one MI per latent dimension
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    assert len(epochs) == 2 * 2 and {"trial", "epoch", "loss/recon"} <= set(epochs.columns)
+    for ckpt in df["checkpoint"]:
+        assert (Path(ckpt) / "latents.parquet").exists()
+    assert "results.parquet" in proc.stdout
+    # a second run under the same name must not silently overwrite it
+    again = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+OPTUNA_SPACE = '''
+from ray import tune
+SEARCH = "optuna"
+SPACE = {"gamma_log10": tune.uniform(-3.5, 0.0), "beta": tune.uniform(0.0, 0.5)}
+BASE = {"n_train_pairs": 256, "n_eval_pairs": 96, "epochs": 1, "batch_size": 64, "hidden": 32,
+        "latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False}
+METRICS = ["probe/shared/timbre", "leakage"]
+MODES = ["max", "min"]
+NUM_SAMPLES = 2
+NUM_TRIALS = 2
+'''
+
+
+def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
+    space_file = tmp_path / "my_space.py"
+    space_file.write_text(OPTUNA_SPACE)
+    proc = sweep_cli("--space", str(space_file), "--storage", str(tmp_path / "r"), "--num-cpus", "2",
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "r" / "my_space" / "results.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"ok"}
+    assert df["config/gamma"].nunique() == 2 and "leakage" in df
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--space", "nope"], "space"),
+    (["--space", "/nonexistent/space.py"], "space"),
+    (["--set", "gamma"], "--set"),
+    (["--set", "gama=1"], "gama"),
+    (["--set", "gamma=-1"], "gamma"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--gpus-per-trial", "-0.5"], "--gpus-per-trial"),
+    (["--max-failures", "-1"], "--max-failures"),
+    (["--scheduler", "hyperband"], "--scheduler"),
+    (["--resume", "--name", "never_ran"], "--resume"),
+    (["--storage", "/etc/hostname/sub"], "storage"),
+    (["--resume", "--overwrite"], "--resume"),
+])
+def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
+    if "--storage" not in args:
+        args = [*args, "--storage", str(tmp_path / "r")]
+    proc = sweep_cli("--space", "smoke", *args, cwd=tmp_path, timeout=60) if "--space" not in args \
+        else sweep_cli(*args, cwd=tmp_path, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r" / "smoke").exists()
+
+
+def test_bad_space_file_is_rejected(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("SPACE = {'gamma': -1.0}\nNUM_TRIALS = 1\n")
+    proc = sweep_cli("--space", str(bad), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "gamma" in proc.stderr and "Traceback" not in proc.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text("SPACE = {\n")
+    proc = sweep_cli("--space", str(broken), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "broken.py" in proc.stderr
+
+
+def test_cluster_yaml_passes_ray_validation_and_typos_do_not():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    assert config["available_node_types"]["gpu_worker"]["resources"]["GPU"] >= 1
+    config["available_node_types"]["gpu_worker"]["max_wokers"] = 2
+    with pytest.raises(Exception):
+        validate_config(prepare_config(config))
