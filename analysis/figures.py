@@ -1,0 +1,111 @@
+"""Paper-quality figures (PNG and PDF) from results frames and trial latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import tables
+from marl import names, plots
+from marl.plots import plt, save
+
+PRIVATE_COLOUR, SHARED_COLOUR = "#4c72b0", "#dd8452"
+TERM_LABELS = {"alpha": "α (MI)", "beta": "β (TC)", "gamma": "γ (dim-wise KL)"}
+
+
+def ablation_bars(ablation: pd.DataFrame, path_base) -> list[Path]:
+    """α/β/γ columns × timbre/pitch rows; private vs shared bars per weight (0 = recon only),
+    error bars = std over seeds, as in the paper's ablation figure."""
+    fig, axes = plt.subplots(2, 3, figsize=(10, 5.2), sharey=True, constrained_layout=True)
+    recon = ablation[ablation["term"] == "recon"]
+    for col, term in enumerate(tables.TERMS):
+        rows = pd.concat([recon, ablation[ablation["term"] == term]]).sort_values("weight")
+        x = np.arange(len(rows))
+        for row, task in enumerate(names.TASKS):
+            ax = axes[row, col]
+            for offset, sub, colour in ((-0.2, "private", PRIVATE_COLOUR), (0.2, "shared", SHARED_COLOUR)):
+                mean = rows[f"{sub}/{task} mean"].to_numpy()
+                std = np.nan_to_num(rows[f"{sub}/{task} std"].to_numpy())
+                ax.bar(x + offset, mean, 0.4, yerr=std, capsize=2, color=colour, label=sub)
+            ax.set_xticks(x, [f"{w:g}" for w in rows["weight"]])
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+            if row == 0:
+                ax.set_title(TERM_LABELS[term])
+            if row == 1:
+                ax.set_xlabel("weight (0 = reconstruction only)")
+            if col == 0:
+                ax.set_ylabel(f"{task} accuracy")
+    axes[0, 0].legend(fontsize=8)
+    return save(fig, path_base)
+
+
+def mi_heatmap_for_trial(row: pd.Series, path_base) -> list[Path]:
+    mi = {(t, s): list(row[names.mi(t, s)]) for t in names.TASKS for s in names.SUBSPACES}
+    return plots.mi_heatmap(mi, path_base, title=str(row.get("trial", ""))[:60])
+
+
+def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> list[Path] | None:
+    """UMAP of private / both / shared latents from the trial's final checkpoint, if it has one."""
+    ckpt = row.get("checkpoint")
+    if not isinstance(ckpt, str) or not (Path(ckpt) / "latents.parquet").exists():
+        return None
+    latents = pd.read_parquet(Path(ckpt) / "latents.parquet")
+    private = latents.filter(regex=r"^private_\d+$").to_numpy()
+    shared = latents.filter(regex=r"^shared_\d+$").to_numpy()
+    sets = {"private": private, "both": np.concatenate([private, shared], 1), "shared": shared}
+    emb = {}
+    for name, codes in sets.items():
+        cols = [f"umap_{name}_x", f"umap_{name}_y"]
+        if set(cols) <= set(latents.columns):
+            emb[name] = latents[cols].to_numpy()
+        else:
+            import umap
+
+            emb[name] = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(codes)
+    return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base)
+
+
+def latent_size_curves(table: pd.DataFrame, path_base) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
+    table = table.sort_values("latent_dim")
+    for acc, style in zip(tables.ACCURACIES, ("-o", "-s", "--o", "--s")):
+        ax.errorbar(table["latent_dim"], table[f"{acc} mean"], yerr=np.nan_to_num(table[f"{acc} std"]),
+                    fmt=style, capsize=2, label=acc)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(table["latent_dim"].unique(), [str(int(d)) for d in table["latent_dim"].unique()])
+    ax.set_xlabel("latent dimension per subspace")
+    ax.set_ylabel("probe accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path_base)
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Rows not dominated by any other row, all objectives to maximise."""
+    keep = np.ones(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        dominated = np.all(values >= v, axis=1) & np.any(values > v, axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def pareto_front(df: pd.DataFrame, path_base) -> list[Path]:
+    """shared→timbre vs private→pitch, coloured by leakage; the Pareto-optimal trials
+    (maximise both, minimise leakage) are outlined."""
+    ok, _ = tables.usable(df)
+    x, y = ok[names.probe("shared", "timbre")].to_numpy(), ok[names.probe("private", "pitch")].to_numpy()
+    leak = ok[names.LEAKAGE].to_numpy()
+    front = pareto_mask(np.stack([x, y, -leak], 1))
+    fig, ax = plt.subplots(figsize=(4.8, 3.8), constrained_layout=True)
+    sc = ax.scatter(x, y, c=leak, cmap="viridis_r", s=25)
+    ax.scatter(x[front], y[front], s=80, facecolors="none", edgecolors="crimson", label="Pareto front")
+    fig.colorbar(sc, label="leakage (lower is better)")
+    ax.set_xlabel("shared → timbre accuracy")
+    ax.set_ylabel("private → pitch accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, path_base)

@@ -1,0 +1,121 @@
+"""`python -m analysis.report RESULTS_DIR [RESULTS_DIR ...] --out OUT`
+
+Writes OUT/report.md (tables inline, figures linked), OUT/tables/*.{csv,md,tex} and
+OUT/figures/*.{png,pdf}, and prints the main table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis import figures, tables
+from analysis.load import load_results
+from marl import names
+from marl.cli import ArgumentParser
+from marl.errors import UserError, exit_on_user_error
+
+
+def parse_select(items) -> dict:
+    out = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"--select: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_report(paths, out: Path, select: dict | None = None, umap: bool = True) -> str:
+    """Write every table and figure that the results support; returns the main table (Markdown)."""
+    from marl.train import check_writable
+
+    df = load_results(paths)
+    check_writable(out, "out")
+    ok, excluded = tables.usable(df)
+    if ok.empty:
+        raise UserError(f"none of the {len(df)} trials finished (status ok); nothing to report")
+    tdir, fdir = out / "tables", out / "figures"
+    md = [f"# MARL sweep report\n",
+          f"Experiments: {', '.join(sorted(df['experiment'].unique()))}. Trials: {len(df)}, "
+          f"finished: {len(ok)}, left out of every mean: {excluded}"
+          + (f" ({_status_counts(df)})" if excluded else "") + ".\n"]
+
+    def add_table(title, table, name, note=""):
+        tables.write_table(table, tdir, name)
+        md.extend([f"## {title}\n", note + "\n" if note else "", tables.to_markdown(table), "",
+                   f"Files: [csv](tables/{name}.csv) · [md](tables/{name}.md) · [tex](tables/{name}.tex)\n"])
+
+    def add_figure(title, paths_written):
+        if paths_written:
+            png = paths_written[0].relative_to(out)
+            md.extend([f"### {title}\n", f"![{title}]({png}) ([pdf]({png.with_suffix('.pdf')}))\n"])
+
+    main = None
+    ablation = tables.ablation_table(df)
+    if (ablation["term"] != "recon").any():
+        add_table("Loss ablation (probe accuracy, mean ± std over seeds)", ablation, "ablation",
+                  "Reconstruction plus one term at a time; `n_seeds` finished trials per row.")
+        add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
+        comparison = tables.paper_comparison(ablation)
+        if not comparison.empty:
+            add_table("Ours beside the paper", comparison, "paper_comparison",
+                      "Paper values read off its ablation figure (±0.02); diff = ours − paper.")
+        main = ablation
+
+    probe, chosen = tables.probe_table(df, select)
+    label = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "all trials"
+    add_table(f"Probe table ({label})", probe, "probe_table",
+              "Per-clip codes (shared = the clip's own μ_s); `fused` = the pair's PoE code.")
+    main = main if main is not None else probe
+
+    add_table("Mutual information (nats, mean over dimensions and seeds) and MIG",
+              tables.mi_summary(df), "mi_summary")
+
+    if ok["config/latent_dim"].nunique() > 1 if "config/latent_dim" in ok else False:
+        size = tables.latent_size_table(df)
+        add_table("Latent size", size, "latent_size")
+        add_figure("Latent-size curves", figures.latent_size_curves(size, fdir / "latent_size"))
+
+    trial = _chosen_trial(ok, chosen)
+    add_figure(f"MI matrix ({trial['trial']})", figures.mi_heatmap_for_trial(trial, fdir / "mi_heatmap"))
+    if umap:
+        add_figure(f"UMAP ({trial['trial']})", figures.umap_for_trial(trial, fdir / "umap"))
+    if len(ok) >= 2 and names.LEAKAGE in ok:
+        add_figure("Pareto front (shared→timbre, private→pitch, leakage)",
+                   figures.pareto_front(df, fdir / "pareto_front"))
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return tables.to_markdown(main)
+
+
+def _status_counts(df) -> str:
+    counts = df["status"].value_counts()
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if s != "ok")
+
+
+def _chosen_trial(ok, chosen: dict):
+    """The first seed of the chosen configuration (the figures show one trial)."""
+    rows = ok
+    for key, value in chosen.items():
+        col = f"config/{key}"
+        rows = rows[rows[col].astype(str) == str(value)] if rows[col].dtype == object \
+            else rows[rows[col].astype(float) == float(value)]
+    rows = rows if len(rows) else ok
+    return rows.sort_values("config/seed").iloc[0] if "config/seed" in rows else rows.iloc[0]
+
+
+def main(argv=None) -> None:
+    p = ArgumentParser(prog="python -m analysis.report", description=__doc__.strip().splitlines()[0])
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="sweep folder(s): <storage>/<name>")
+    p.add_argument("--out", default="report", help="output folder (default: %(default)s)")
+    p.add_argument("--select", action="append", metavar="KEY=VALUE",
+                   help="configuration for the probe table and trial figures (default: best separation)")
+    p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure (it takes ~15 s)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    main_table = build_report(args.results, out, parse_select(args.select), umap=not args.no_umap)
+    print(main_table)
+    print(f"\nreport: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

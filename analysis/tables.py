@@ -1,0 +1,200 @@
+"""Tables as DataFrames (pure functions of the results frame) and their CSV/Markdown/LaTeX files.
+
+Means and standard deviations (ddof=1) are over seeds; only trials with status "ok" count, and
+each table's `n_excluded` attribute says how many were left out (errored, diverged).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import paper
+from marl import names
+
+ACCURACIES = paper.ACCURACIES  # private/shared x timbre/pitch, the paper's four bars
+TERMS = ("alpha", "beta", "gamma")
+IGNORED_CONFIG = {"config/seed", "config/threads", "config/ablation", "config/device"}
+
+
+def usable(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Trials that finished (status ok); the number left out."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    return ok, len(df) - len(ok)
+
+
+def varying_config(df: pd.DataFrame, exclude=()) -> list[str]:
+    """Config columns whose value differs between trials (seed and bookkeeping excluded)."""
+    cols = [c for c in df.columns if c.startswith("config/") and c not in IGNORED_CONFIG
+            and c not in exclude]
+    return [c for c in cols if df[c].astype(str).nunique() > 1]
+
+
+def summarise(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """mean, std and number of seeds of each metric per group."""
+    metrics = [m for m in metrics if m in df.columns]
+    grouped = df.groupby(by, dropna=False, sort=True)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{m} {stat}" for m, stat in out.columns]
+    out.insert(0, "n_seeds", grouped.size())
+    return out.reset_index()
+
+
+def ablation_setting(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds `term` (recon, alpha, beta, gamma or mixed) and `weight` from α, β, γ."""
+    weights = df[[f"config/{t}" for t in TERMS]].fillna(0.0).to_numpy(dtype=float)
+    active = weights > 0
+    term = np.where(active.sum(1) == 0, "recon",
+                    np.where(active.sum(1) == 1, np.array(TERMS)[active.argmax(1)], "mixed"))
+    weight = np.where(active.sum(1) == 1, weights.max(1), np.where(active.sum(1) == 0, 0.0, np.nan))
+    return df.assign(term=term, weight=weight)
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per term and weight: the four accuracies, mean ± std over seeds, and the seed count."""
+    ok, excluded = usable(df)
+    ok = ablation_setting(ok)
+    ok = ok[ok["term"] != "mixed"]
+    others = varying_config(ok, exclude={f"config/{t}" for t in TERMS})
+    table = summarise(ok, ["term", "weight", *others], [names.probe(*a.split("/")) for a in ACCURACIES])
+    order = {"recon": 0, "alpha": 1, "beta": 2, "gamma": 3}
+    table = table.sort_values(["term", "weight"], key=lambda s: s.map(order) if s.name == "term" else s)
+    table.columns = [c.replace("probe/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table.reset_index(drop=True)
+
+
+def probe_table(df: pd.DataFrame, select: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The paper's probe table (latent × task) for one configuration, mean ± std over seeds.
+
+    select: {config field: value}; by default the configuration with the best mean separation.
+    Returns the table and the chosen configuration.
+    """
+    ok, excluded = usable(df)
+    keys = varying_config(ok)
+    if select:
+        for key, value in select.items():
+            col = f"config/{key}"
+            if col not in ok:
+                from marl.errors import UserError
+
+                raise UserError(f"--select: no config field {key!r} in these results")
+            ok = ok[np.isclose(ok[col].astype(float), float(value))] if _is_number(value) \
+                else ok[ok[col].astype(str) == str(value)]
+        chosen = dict(select)
+    elif keys:
+        best = ok.groupby(keys, dropna=False)[names.SEPARATION].mean().idxmax()
+        best = best if isinstance(best, tuple) else (best,)
+        chosen = {k.replace("config/", ""): v for k, v in zip(keys, best)}
+        for k, v in zip(keys, best):
+            ok = ok[ok[k] == v]
+    else:
+        chosen = {}
+    if ok.empty:
+        from marl.errors import UserError
+
+        raise UserError(f"no finished trial matches {chosen}")
+    rows = []
+    for latent in names.LATENTS:
+        row = {"latent": latent, "n_seeds": len(ok)}
+        for task in names.TASKS:
+            col = ok[names.probe(latent, task)]
+            row[f"{task} mean"], row[f"{task} std"] = col.mean(), col.std()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["n_excluded"] = excluded
+    return table, chosen
+
+
+def mi_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean MI (nats) per factor × subspace and MIG, per configuration, mean over seeds."""
+    ok, excluded = usable(df)
+    keys = varying_config(ok) or ["experiment"]
+    metrics = [names.mi_mean(f, s) for f in names.TASKS for s in names.SUBSPACES] + \
+              [names.mig(s) for s in (*names.SUBSPACES, "both")]
+    table = summarise(ok, keys, metrics)
+    table = table[[c for c in table.columns if not c.endswith(" std")]]
+    table.columns = [c.replace(" mean", "").replace("config/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table
+
+
+def latent_size_table(df: pd.DataFrame) -> pd.DataFrame:
+    ok, excluded = usable(df)
+    others = varying_config(ok, exclude={"config/latent_dim"})
+    table = summarise(ok, ["config/latent_dim", *others],
+                      [names.probe(*a.split("/")) for a in ACCURACIES] + [names.SEPARATION])
+    table.columns = [c.replace("probe/", "").replace("config/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table
+
+
+def paper_comparison(ablation: pd.DataFrame) -> pd.DataFrame:
+    """Our ablation means beside the paper's bars, and ours − paper, where the paper has a bar."""
+    ours = ablation.set_index(["term", "weight"])
+    rows = []
+    for (term, weight), theirs in paper.ABLATION.items():
+        match = [i for i in ours.index if i[0] == term and np.isclose(i[1], weight)]
+        if not match:
+            continue
+        row = {"term": term, "weight": weight}
+        for acc, value in zip(ACCURACIES, theirs):
+            mine = ours.loc[match[0], f"{acc} mean"]
+            mine = float(mine.iloc[0]) if isinstance(mine, pd.Series) else float(mine)
+            row[f"{acc} ours"], row[f"{acc} paper"], row[f"{acc} diff"] = mine, value, mine - value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- formatting and files
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def formatted(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`x mean` + `x std` columns become one `x` column "mean ± std"; other floats rounded."""
+    out = {}
+    for col in table.columns:
+        if col.endswith(" std"):
+            continue
+        if col.endswith(" mean") and col.replace(" mean", " std") in table:
+            base = col[: -len(" mean")]
+            std = table[base + " std"]
+            out[base] = [f"{m:.{digits}f}" + ("" if pd.isna(s) else f" ± {s:.{digits}f}")
+                         for m, s in zip(table[col], std)]
+        elif pd.api.types.is_float_dtype(table[col]):
+            out[col] = [("" if pd.isna(v) else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+                         if col in ("weight",) or col.startswith("config/") else f"{v:.{digits}f}")
+                        for v in table[col]]
+        else:
+            out[col] = table[col].astype(str)
+    return pd.DataFrame(out)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    f = formatted(table)
+    lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in f.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    f = formatted(table).replace({"±": r"$\\pm$"}, regex=True)
+    f.columns = [c.replace("_", r"\_") for c in f.columns]
+    f = f.apply(lambda col: col.str.replace("_", r"\_", regex=False))
+    return f.to_latex(index=False, escape=False)
+
+
+def write_table(table: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(to_markdown(table) + "\n")
+    paths["tex"].write_text(to_latex(table))
+    return paths
