@@ -13,6 +13,7 @@ from analysis.load import load_results
 from marl import names
 from marl.cli import ArgumentParser
 from marl.errors import UserError, exit_on_user_error
+from marl.files import check_writable
 
 
 def parse_select(items) -> dict:
@@ -27,8 +28,6 @@ def parse_select(items) -> dict:
 
 def build_report(paths, out: Path, select: dict | None = None, umap: bool = True) -> str:
     """Write every table and figure that the results support; returns the main table (Markdown)."""
-    from marl.train import check_writable
-
     df = load_results(paths)
     check_writable(out, "out")
     ok, excluded = tables.usable(df)

@@ -21,6 +21,7 @@ from marl import names
 from marl.cli import ArgumentParser
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
+from marl.files import check_writable, replace_atomically
 
 RESULTS_FILE = "results.parquet"
 EPOCHS_FILE = "epochs.parquet"
@@ -158,9 +159,7 @@ def write_parquet(df: pd.DataFrame, target: str) -> None:
         with fs.open_output_stream(path) as stream:
             df.to_parquet(stream, index=False)
         return
-    tmp = f"{target}.tmp-{os.getpid()}"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, target)
+    replace_atomically(Path(target), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def check_storage(args: SweepArgs, exp_dir: str) -> None:
@@ -170,8 +169,6 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
         if args.resume and not tune.Tuner.can_restore(exp_dir):
             raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}")
         return
-    from marl.train import check_writable
-
     check_writable(Path(args.storage), "storage")
     path = Path(exp_dir)
     if args.resume:

@@ -6,11 +6,8 @@ with their factors) and DIR/figures/{mi_heatmap,umap}.{png,pdf}.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -23,6 +20,7 @@ from marl.cli import ArgumentParser
 from marl.config import Config
 from marl.data import Dataset, load_dataset
 from marl.errors import UserError, exit_on_user_error
+from marl.files import check_writable, write_json
 from marl.losses import LossTerms, marl_objective
 from marl.model import MARL
 
@@ -132,29 +130,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path]:
     cfg = Config.from_dict(values)
     check_writable(out, "out")
     return cfg, out
-
-
-def check_writable(path: Path, field: str) -> None:
-    """Fail early (before any work) if `path` cannot be created or written as a folder."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{field}: {path} exists and is not a folder")
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"{field}: cannot create {path}: {ancestor} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as err:
-        raise UserError(f"{field}: cannot write to {ancestor}: {err.strerror or err}") from None
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic: a temporary file renamed into place, so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, latents) -> None:

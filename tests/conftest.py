@@ -18,3 +18,16 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture
 def tiny_cfg() -> Config:
     return Config.from_dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """One smoke sweep through the real command line, shared by the sweep and analysis tests."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run([sys.executable, "-m", "marl.sweep", "--space", "smoke", "--storage",
+                           str(root / "results"), "--num-cpus", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    return root, proc

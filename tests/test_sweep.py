@@ -48,9 +48,8 @@ def test_set_overrides_win_over_space_axes():
         assert cfg["gamma"] == 0.25 and cfg["epochs"] == 1
 
 
-def test_smoke_sweep_end_to_end_writes_every_trial(tmp_path):
-    proc = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), "--num-cpus", "2",
-                     cwd=tmp_path)
+def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
+    tmp_path, proc = smoke_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "results" / "smoke"
     df = pd.read_parquet(exp / "results.parquet")

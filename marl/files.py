@@ -1,0 +1,42 @@
+"""Small file helpers shared by the command lines (no torch, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from marl.errors import UserError
+
+
+def check_writable(path: Path, field: str) -> None:
+    """Fail early (before any work) if `path` cannot be created or written as a folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{field}: {path} exists and is not a folder")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{field}: cannot create {path}: {ancestor} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        raise UserError(f"{field}: cannot write to {ancestor}: {err.strerror or err}") from None
+
+
+def replace_atomically(target: Path, write) -> None:
+    """Call write(tmp_path), then rename over target: a crash never leaves half a file."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))

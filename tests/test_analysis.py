@@ -1,0 +1,163 @@
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures, load_results, tables
+from analysis.report import build_report
+from marl import names
+
+
+def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
+    """Trials with known accuracies: value = base + 0.01 * seed, so means and stds are exact."""
+    rows = []
+    settings = [(0.0, 0.0, 0.0), (0.1, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 0.1), (0.0, 0.0, 0.5)]
+    for i, (a, b, g) in enumerate(settings):
+        for seed in seeds:
+            row = {"trial": f"t{i}_{seed}", "status": "ok", "error": None,
+                   "config/alpha": a, "config/beta": b, "config/gamma": g, "config/seed": seed,
+                   "config/latent_dim": 8, "checkpoint": None}
+            for j, latent in enumerate(names.LATENTS):
+                for k, task in enumerate(names.TASKS):
+                    row[names.probe(latent, task)] = 0.1 * i + 0.05 * j + 0.02 * k + 0.01 * seed
+            row[names.SEPARATION] = names.separation(row)
+            row[names.LEAKAGE] = names.leakage(row)
+            for f in names.TASKS:
+                for s in names.SUBSPACES:
+                    row[names.mi(f, s)] = [0.1 * i, 0.2, 0.3, 0.4]
+                    row[names.mi_mean(f, s)] = float(np.mean(row[names.mi(f, s)]))
+            for s in (*names.SUBSPACES, "both"):
+                row[names.mig(s)] = 0.5
+            rows.append(row)
+    if diverged_one:
+        rows.append({"trial": "bad", "status": "diverged", "config/alpha": 0.0, "config/beta": 0.0,
+                     "config/gamma": 0.1, "config/seed": 9, "config/latent_dim": 8,
+                     names.probe("private", "timbre"): 100.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    d = tmp_path / "exp_a"
+    d.mkdir()
+    fake_results().to_parquet(d / "results.parquet")
+    return d
+
+
+def test_ablation_table_means_stds_and_counts_are_exact(results_dir):
+    df = load_results(results_dir)
+    assert set(df["experiment"]) == {"exp_a"}
+    table = tables.ablation_table(df)
+    assert table.attrs["n_excluded"] == 1  # the diverged trial is left out of every mean
+    assert list(table["term"]) == ["recon", "alpha", "beta", "gamma", "gamma"]
+    assert list(table["n_seeds"]) == [3, 3, 3, 3, 3]
+    gamma01 = table[(table["term"] == "gamma") & np.isclose(table["weight"], 0.1)].iloc[0]
+    # setting index 3: private/timbre = 0.3 + 0.01*seed -> mean 0.31, std 0.01
+    assert gamma01["private/timbre mean"] == pytest.approx(0.31)
+    assert gamma01["private/timbre std"] == pytest.approx(0.01)
+    assert gamma01["shared/pitch mean"] == pytest.approx(0.3 + 0.05 + 0.02 + 0.01)
+    recon = table[table["term"] == "recon"].iloc[0]
+    assert recon["weight"] == 0.0 and recon["shared/timbre mean"] == pytest.approx(0.06)
+
+
+def test_probe_table_for_a_selected_configuration(results_dir):
+    table, chosen = tables.probe_table(load_results(results_dir), {"gamma": "0.5"})
+    row = table.set_index("latent").loc["both"]
+    assert row["n_seeds"] == 3
+    assert row["pitch mean"] == pytest.approx(0.4 + 0.10 + 0.02 + 0.01)
+    assert row["pitch std"] == pytest.approx(0.01)
+
+
+def test_probe_table_defaults_to_best_separation(results_dir):
+    df = load_results(results_dir)
+    _, chosen = tables.probe_table(df)
+    ok = df[df.status == "ok"]
+    best = ok.groupby(["config/alpha", "config/beta", "config/gamma"])[names.SEPARATION].mean().idxmax()
+    assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) == best
+
+
+def test_mi_summary_and_paper_comparison(results_dir):
+    df = load_results(results_dir)
+    mi = tables.mi_summary(df)
+    assert len(mi) == 5
+    assert mi["mi_mean/timbre/shared"].iloc[0] == pytest.approx(np.mean([0.0, 0.2, 0.3, 0.4]))
+    cmp = tables.paper_comparison(tables.ablation_table(df))
+    g = cmp[cmp["term"] == "gamma"].iloc[0]
+    assert g["private/timbre paper"] == 0.70
+    assert g["private/timbre diff"] == pytest.approx(0.31 - 0.70)
+    assert set(cmp["term"]) == {"recon", "gamma", "beta"}  # only settings both have
+
+
+def test_many_experiments_with_different_columns(results_dir, tmp_path):
+    other = tmp_path / "exp_b"
+    other.mkdir()
+    df = fake_results(seeds=(5,), diverged_one=False).assign(**{"config/extra": "x"})
+    df.to_parquet(other / "results.parquet")
+    both = load_results([results_dir, other])
+    assert set(both["experiment"]) == {"exp_a", "exp_b"}
+    assert both["config/extra"].isna().sum() == 16 and (both["config/extra"] == "x").sum() == 5
+
+
+def test_latent_size_table_and_curves(tmp_path):
+    df = pd.concat([fake_results(diverged_one=False).assign(**{"config/latent_dim": d}) for d in (2, 8)])
+    table = tables.latent_size_table(df[df["config/gamma"] == 0.1])
+    assert list(table["latent_dim"]) == [2, 8] and list(table["n_seeds"]) == [3, 3]
+    paths = figures.latent_size_curves(table, tmp_path / "ls")
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_table_files_are_written_in_three_formats(results_dir, tmp_path):
+    table = tables.ablation_table(load_results(results_dir))
+    paths = tables.write_table(table, tmp_path, "ablation")
+    assert pd.read_csv(paths["csv"])["n_seeds"].tolist() == [3] * 5
+    md = paths["md"].read_text()
+    assert "0.310 ± 0.010" in md and md.startswith("| term |")
+    assert r"\pm" in paths["tex"].read_text() and r"\begin{tabular}" in paths["tex"].read_text()
+
+
+def test_pareto_front_keeps_only_non_dominated_points():
+    values = np.array([[1.0, 1.0], [0.5, 0.5], [1.0, 0.2], [0.2, 1.2]])
+    assert figures.pareto_mask(values).tolist() == [True, False, False, True]
+
+
+def test_report_writes_every_figure(results_dir, tmp_path):
+    out = tmp_path / "rep"
+    build_report([results_dir], out, umap=False)
+    for fig in ("ablation_bars", "mi_heatmap", "pareto_front"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert "figures/ablation_bars.png" in text and "1 diverged" in text
+
+
+def run_report(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "analysis.report", *args], capture_output=True,
+                          text=True, timeout=240, cwd=cwd)
+
+
+def test_report_cli_on_a_smoke_sweep(smoke_sweep, tmp_path):
+    root, proc = smoke_sweep
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "report"
+    rep = run_report(str(root / "results" / "smoke"), "--out", str(out))
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert "| latent |" in rep.stdout or "| term |" in rep.stdout
+    assert (out / "report.md").exists() and list((out / "tables").glob("*.tex"))
+    assert (out / "figures" / "umap.png").stat().st_size > 1000  # from the trial's checkpoint latents
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    proc = run_report(str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "results.parquet").write_bytes(b"PAR1 this is not parquet")
+    proc = run_report(str(corrupt), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Parquet" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_report(str(empty), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "results.parquet" in proc.stderr
+    assert not (tmp_path / "o").exists()
