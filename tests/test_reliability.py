@@ -1,0 +1,94 @@
+"""Crash safety: divergence, driver SIGKILL + resume, worker-node loss."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+TINY_BASE = ('{"n_train_pairs": 256, "n_eval_pairs": 96, "batch_size": 64, "hidden": 32, '
+             '"latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False, "epochs": %d}')
+
+
+def write_space(path: Path, space: str, epochs: int, n: int) -> Path:
+    path.write_text(f"from ray import tune\nSPACE = {space}\nBASE = {TINY_BASE % epochs}\nNUM_TRIALS = {n}\n")
+    return path
+
+
+def sweep(*args, cwd, timeout=240, **kw):
+    return subprocess.run([sys.executable, "-m", "marl.sweep", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, **kw)
+
+
+def test_a_diverging_trial_stops_early_and_the_sweep_goes_on(tmp_path):
+    space = write_space(tmp_path / "div.py", '{"lr": tune.grid_search([1e-3, 1e6])}', 3, 2)
+    proc = sweep("--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = pd.read_parquet(tmp_path / "r" / "div" / "results.parquet").set_index("config/lr")
+    assert df.loc[1e-3, "status"] == "ok"
+    assert df.loc[1e6, "status"] == "diverged" and df.loc[1e6, "diverged_epoch"] == 1
+    assert pd.isna(df.loc[1e6, "probe/shared/timbre"])  # never evaluated
+    report = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "r" / "div"),
+                             "--out", str(tmp_path / "rep"), "--no-umap"],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "1 diverged" in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.timeout(400)
+def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
+    space = write_space(tmp_path / "kill.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5, 1.0])}', 20, 4)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "r" / "kill"
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(exp.glob("*/checkpoint_*")):
+        time.sleep(0.2)  # kill once some trial has checkpointed, well before the end
+    assert list(exp.glob("*/checkpoint_*")), "no checkpoint appeared"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    driver.wait(30)
+    assert not (exp / "results.parquet").exists()
+    proc = sweep(*args, "--resume", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = pd.read_parquet(exp / "results.parquet")
+    assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5, 1.0]  # exactly one row per trial
+    assert set(df["status"]) == {"ok"} and df["epoch"].eq(20).all()
+    assert not list(exp.glob("*.tmp*"))
+
+
+@pytest.mark.timeout(300)
+def test_losing_a_worker_node_costs_only_a_retry(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from marl.sweep import parse_args, run
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        exp = tmp_path / "smoke"
+
+        def kill_worker_mid_trial():
+            deadline = time.time() + 120
+            while time.time() < deadline and not list(exp.glob("*/checkpoint_*")):
+                time.sleep(0.2)
+            cluster.remove_node(worker, allow_graceful=False)
+
+        killer = threading.Thread(target=kill_worker_mid_trial, daemon=True)
+        killer.start()
+        df = run(parse_args(["--space", "smoke", "--storage", str(tmp_path), "--set", "epochs=30",
+                             "--max-failures", "3"]))
+        killer.join(5)
+        assert len(df) == 2 and set(df["status"]) == {"ok"} and df["epoch"].eq(30).all()
+        assert not worker.all_processes  # the worker really went away
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
