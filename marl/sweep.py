@@ -45,6 +45,7 @@ class SweepArgs:
     scheduler: str = "none"  # none | asha (early-stops on loss/recon)
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
+    fuse: int = 1  # train up to K compatible grid points as one fused model per trial
     resume: bool = False
     overwrite: bool = False
     sets: tuple = ()  # key=value config overrides for every trial
@@ -65,6 +66,9 @@ def parse_args(argv=None) -> SweepArgs:
     p.add_argument("--scheduler", choices=["none", "asha"], default=d.scheduler)
     p.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
     p.add_argument("--max-failures", type=int, default=d.max_failures)
+    p.add_argument("--fuse", type=int, default=d.fuse, metavar="K",
+                   help="pack up to K grid points that differ only in alpha/beta/gamma/seed into one "
+                        "trial, trained as one batched model (default: 1, no fusing)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of this name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing sweep of this name")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -78,6 +82,8 @@ def parse_args(argv=None) -> SweepArgs:
         raise UserError("--cpus-per-trial: must be > 0")
     if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
         raise UserError("--gpus-per-trial: must be >= 0")
+    if args.fuse < 1:
+        raise UserError("--fuse: must be >= 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     return args
@@ -113,6 +119,26 @@ def build_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict
         for variant in expand_grid(param_space):
             check_variant(variant)
     return param_space
+
+
+def fuse_param_space(param_space: dict, k: int) -> dict:
+    """Pack the grid's points into groups of <= k compatible ones: one trial per group."""
+    from marl.fused import fuse_key
+    from marl.trainable import MEMBERS, trial_config
+
+    groups: dict[tuple, list[list[dict]]] = {}
+    for variant in expand_grid(param_space):
+        chunks = groups.setdefault(fuse_key(trial_config(variant)), [[]])
+        if len(chunks[-1]) == k:
+            chunks.append([])
+        chunks[-1].append(variant)
+    return {MEMBERS: tune_grid([chunk for chunks in groups.values() for chunk in chunks])}
+
+
+def tune_grid(values):
+    from ray import tune
+
+    return tune.grid_search(values)
 
 
 def expand_grid(param_space: dict) -> list[dict]:
@@ -184,32 +210,55 @@ def flat_config(config: dict) -> dict:
     return {f"config/{k}": v for k, v in search_spaces.resolve_trial_config(config).items()}
 
 
-def trial_status(result) -> str:
-    if result.error is not None:
+METRIC_PREFIXES = ("probe", "mi", "mi_mean", "mig", "loss")
+METRIC_NAMES = (names.SEPARATION, names.LEAKAGE, names.DIVERGED, "diverged_epoch", "epoch", "node")
+EPOCH_PREFIXES = ("loss/", "probe/", "mi_mean/", "mig/")
+EPOCH_NAMES = ("epoch", names.SEPARATION, names.LEAKAGE, names.DIVERGED)
+
+
+def members(config: dict) -> list[tuple[str, dict]]:
+    """(metric prefix, config) of each configuration a trial trained: one, or its fused members."""
+    from marl.trainable import MEMBERS, member_prefix
+
+    if MEMBERS in config:
+        return [(member_prefix(i), m) for i, m in enumerate(config[MEMBERS])]
+    return [("", config)]
+
+
+def unprefixed(mapping: dict, prefix: str) -> dict:
+    """A member's own metrics, without its prefix; shared ones (epoch, node) kept."""
+    out = {k: v for k, v in mapping.items() if k in ("epoch", "node")}
+    out.update({k[len(prefix):]: v for k, v in mapping.items() if k.startswith(prefix)})
+    return out
+
+
+def trial_status(error, metrics: dict) -> str:
+    if error is not None:
         return "error"
-    if (result.metrics or {}).get(names.DIVERGED):
+    if metrics.get(names.DIVERGED):
         return names.DIVERGED
-    return "ok" if names.SEPARATION in (result.metrics or {}) else "incomplete"
+    return "ok" if names.SEPARATION in metrics else "incomplete"
 
 
 def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per trial (errored ones too) and one row per report."""
+    """One row per configuration (errored trials too) and one row per report."""
     rows, epochs = [], []
     for result in grid:
         trial = Path(result.path).name if result.path else None
-        metrics = {k: v for k, v in (result.metrics or {}).items()
-                   if k.split("/")[0] in ("probe", "mi", "mi_mean", "mig", "loss")
-                   or k in (names.SEPARATION, names.LEAKAGE, names.DIVERGED, "diverged_epoch", "epoch", "node")}
         error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
-        rows.append({"trial": trial, "status": trial_status(result), "error": error,
-                     **flat_config(result.config or {}), **metrics,
-                     "checkpoint": result.checkpoint.path if result.checkpoint else None})
         frame = result.metrics_dataframe
-        if frame is not None and len(frame):
-            keep = [c for c in frame.columns
-                    if c.startswith(("loss/", "probe/", "mi_mean/", "mig/"))
-                    or c in ("epoch", names.SEPARATION, names.LEAKAGE, names.DIVERGED)]
-            epochs.append(frame[keep].assign(trial=trial))
+        for prefix, config in members(result.config or {}):
+            name = f"{trial}/{prefix.rstrip('/')}" if prefix else trial
+            metrics = {k: v for k, v in unprefixed(result.metrics or {}, prefix).items()
+                       if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}
+            checkpoint = result.checkpoint.path if result.checkpoint else None
+            rows.append({"trial": name, "status": trial_status(result.error, metrics), "error": error,
+                         **flat_config(config), **metrics,
+                         "checkpoint": f"{checkpoint}/{prefix}".rstrip("/") if checkpoint else None})
+            if frame is not None and len(frame):
+                own = pd.DataFrame(unprefixed({c: frame[c] for c in frame.columns}, prefix))
+                keep = [c for c in own.columns if c.startswith(EPOCH_PREFIXES) or c in EPOCH_NAMES]
+                epochs.append(own[keep].assign(trial=name))
     df = pd.DataFrame(rows)
     ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["trial", "epoch"])
     return df, ep
@@ -233,6 +282,10 @@ def run(args: SweepArgs) -> pd.DataFrame:
     args.name = args.name or space.name
     exp_dir = experiment_dir(args.storage, args.name)
     param_space = build_param_space(space, args)
+    if args.fuse > 1:
+        if space.search != "grid" or args.scheduler != "none":
+            raise UserError("--fuse: works with grid search and no scheduler only")
+        param_space = fuse_param_space(param_space, args.fuse)
     check_storage(args, exp_dir)
 
     import ray
@@ -266,7 +319,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     df, epochs = results_frames(grid)
     write_parquet(df, f"{exp_dir}/{RESULTS_FILE}")
     write_parquet(epochs, f"{exp_dir}/{EPOCHS_FILE}")
-    print(f"\n{len(df)} trials ({(df['status'] == 'ok').sum()} ok, {(df['status'] == 'error').sum()} errored, "
+    print(f"\n{len(df)} configurations ({(df['status'] == 'ok').sum()} ok, {(df['status'] == 'error').sum()} errored, "
           f"{(df['status'] == names.DIVERGED).sum()} diverged) in {time.perf_counter() - started:.0f} s")
     print(summary_table(df))
     print(f"\nresults: {exp_dir}/{RESULTS_FILE}  (pandas.read_parquet)")
@@ -295,7 +348,12 @@ def tune_config(space: search_spaces.SearchSpace, args: SweepArgs):
         # loss/recon is reported every epoch and comparable across loss weights
         scheduler = ASHAScheduler(metric=names.loss("recon"), mode="min", grace_period=2)
     return tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
-                           max_concurrent_trials=args.max_concurrent or None)
+                           max_concurrent_trials=args.max_concurrent or None,
+                           trial_dirname_creator=short_trial_name)
+
+
+def short_trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"  # Ray's default spells the whole config out
 
 
 def main(argv=None) -> None:

@@ -4,14 +4,18 @@ Every epoch reports the loss terms (`loss/<term>`) and a checkpoint; at evaluati
 (every `eval_every` epochs, and always at the end) it also reports the metrics that
 `metrics.json` holds. The final checkpoint carries `metrics.json` and `latents.parquet`, so
 analysis can draw a trial's MI heatmap and UMAP without rerunning it. A non-finite loss ends
-the trial early with `diverged` = 1 and the epoch it happened.
+the configuration early with `diverged` = 1 and the epoch it happened.
+
+A trial whose config holds `members` (a list of configs, from `marl.sweep --fuse K`) trains
+them as one fused model (marl.fused) and reports member i's metrics as `m<i>/<metric>`;
+member i's files go to `m<i>/` in the checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import ray
@@ -21,10 +25,12 @@ from ray import tune
 from marl import names
 from marl.config import Config
 from marl.data import load_dataset
+from marl.evaluate import evaluate
 from marl.train import Trainer, is_finite, pick_device
 from search_spaces import resolve_trial_config
 
 STATE_FILE = "trainer.pt"
+MEMBERS = "members"
 
 
 def trial_config(config: dict) -> Config:
@@ -33,33 +39,59 @@ def trial_config(config: dict) -> Config:
     return Config.from_dict({k: v for k, v in resolve_trial_config(config).items() if k in known})
 
 
+def member_prefix(i: int) -> str:
+    return f"m{i}/"
+
+
 def marl_trainable(config: dict) -> None:
-    cfg = trial_config(config)
+    fused = MEMBERS in config
+    cfgs = [trial_config(m) for m in config[MEMBERS]] if fused else [trial_config(config)]
+    cfg = cfgs[0]  # members share everything but alpha, beta, gamma and seed
+    prefix = member_prefix if fused else (lambda i: "")
     node = ray.get_runtime_context().get_node_id()  # which machine ran it, for the record
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # match the CPUs Ray gave this trial
     data = load_dataset(cfg)  # built once per node, shared through the on-disk cache
-    trainer = Trainer(cfg, data, pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    if fused:
+        from marl.fused import FusedTrainer
+
+        trainer = FusedTrainer(cfgs, data, device)
+    else:
+        trainer = Trainer(cfg, data, device)
     checkpoint = tune.get_checkpoint()
+    diverged: dict[int, int] = {}
     if checkpoint:
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, weights_only=False,
-                                               map_location=trainer.device))
-    while trainer.epoch < cfg.epochs:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
+        trainer.load_state_dict(state["trainer"])
+        diverged = state["diverged"]
+
+    while trainer.epoch < cfg.epochs and len(diverged) < len(cfgs):
         losses = trainer.run_epoch()
-        report = {**losses, "epoch": trainer.epoch, names.DIVERGED: 0, "node": node}
-        if not is_finite(losses):
-            tune.report({**report, names.DIVERGED: 1, "diverged_epoch": trainer.epoch})
-            return
-        final = trainer.epoch == cfg.epochs
-        due = final or (cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
-        latents = None
-        if due:
-            metrics, latents = trainer.evaluate(with_umap=final and cfg.umap)
-            report.update(metrics)
+        losses = losses if fused else [losses]
+        report = {"epoch": trainer.epoch, "node": node}
+        for i, member_losses in enumerate(losses):
+            if i not in diverged and not is_finite(member_losses):
+                diverged[i] = trainer.epoch
+            report.update({prefix(i) + k: v for k, v in member_losses.items()})
+            report[prefix(i) + names.DIVERGED] = int(i in diverged)
+            if i in diverged:
+                report[prefix(i) + "diverged_epoch"] = diverged[i]
+        final = trainer.epoch == cfg.epochs or len(diverged) == len(cfgs)
+        due = trainer.epoch == cfg.epochs or (cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
         with tempfile.TemporaryDirectory() as d:
-            torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
-            if final:
-                (Path(d) / "metrics.json").write_text(json.dumps(report, indent=2))
-                latents.to_parquet(Path(d) / "latents.parquet", index=False)
+            for i, member_cfg in enumerate(cfgs):
+                if due and i not in diverged:
+                    model = trainer.member(i) if fused else trainer.model
+                    metrics, latents = evaluate(model, data, member_cfg, device,
+                                                with_umap=final and member_cfg.umap)
+                    report.update({prefix(i) + k: v for k, v in metrics.items()})
+                    if final:
+                        folder = Path(d) / prefix(i)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        (folder / "metrics.json").write_text(json.dumps(
+                            {k[len(prefix(i)):]: v for k, v in report.items() if k.startswith(prefix(i))}, indent=2))
+                        latents.to_parquet(folder / "latents.parquet", index=False)
+            torch.save({"trainer": trainer.state_dict(), "diverged": diverged}, Path(d) / STATE_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))

@@ -106,6 +106,8 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     (["--resume", "--name", "never_ran"], "--resume"),
     (["--storage", "/etc/hostname/sub"], "storage"),
     (["--resume", "--overwrite"], "--resume"),
+    (["--fuse", "0"], "--fuse"),
+    (["--fuse", "4", "--scheduler", "asha"], "--fuse"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
     if "--storage" not in args:
@@ -138,3 +140,19 @@ def test_cluster_yaml_passes_ray_validation_and_typos_do_not():
     config["available_node_types"]["gpu_worker"]["max_wokers"] = 2
     with pytest.raises(Exception):
         validate_config(prepare_config(config))
+
+
+def test_fused_sweep_writes_one_row_per_configuration_matching_unfused(smoke_sweep, tmp_path):
+    root, proc = smoke_sweep
+    assert proc.returncode == 0
+    fused = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "r"), "--fuse", "2",
+                      "--num-cpus", "2", cwd=tmp_path)
+    assert fused.returncode == 0, fused.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "r" / "smoke" / "results.parquet").sort_values("config/gamma")
+    ref = pd.read_parquet(root / "results" / "smoke" / "results.parquet").sort_values("config/gamma")
+    assert len(df) == 2 and df["trial"].str.rsplit("/", n=1).str[0].nunique() == 1  # one Ray trial
+    assert set(df["status"]) == {"ok"}
+    assert df["loss/total"].to_numpy() == pytest.approx(ref["loss/total"].to_numpy(), rel=1e-3)
+    for ckpt in df["checkpoint"]:
+        assert (Path(ckpt) / "latents.parquet").exists()
+    assert len(pd.read_parquet(tmp_path / "r" / "smoke" / "epochs.parquet")) == 2 * 2
