@@ -46,7 +46,7 @@ def load_results(paths) -> pd.DataFrame:
         tables.append(table.append_column("experiment", pa.array([experiment] * table.num_rows, pa.string())))
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid as err:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise UserError(f"experiments have incompatible columns: {str(err).splitlines()[0][:160]}") from None
     df = table.to_pandas()
     if df.empty:
