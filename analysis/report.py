@@ -34,7 +34,7 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
     if ok.empty:
         raise UserError(f"none of the {len(df)} trials finished (status ok); nothing to report")
     tdir, fdir = out / "tables", out / "figures"
-    md = [f"# MARL sweep report\n",
+    md = ["# MARL sweep report\n",
           f"Experiments: {', '.join(sorted(df['experiment'].unique()))}. Trials: {len(df)}, "
           f"finished: {len(ok)}, left out of every mean: {excluded}"
           + (f" ({_status_counts(df)})" if excluded else "") + ".\n"]

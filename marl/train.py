@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer, metrics, latents = train(cfg)
     metrics["time/seconds"] = time.perf_counter() - start
     write_outputs(out, cfg, trainer, metrics, latents)
-    print(f"probe accuracy (held-out)    timbre   pitch")
+    print("probe accuracy (held-out)    timbre   pitch")
     for latent in names.LATENTS:
         print(f"  {latent:<26} {metrics[names.probe(latent, 'timbre')]:.3f}    "
               f"{metrics[names.probe(latent, 'pitch')]:.3f}")

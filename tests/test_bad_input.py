@@ -6,7 +6,6 @@ Every kind must give one line on stderr, exit code 2, no traceback, and overwrit
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from tests.test_analysis import fake_results
