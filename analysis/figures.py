@@ -64,7 +64,7 @@ def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> list[Path] | Non
         else:
             import umap
 
-            emb[name] = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(codes)
+            emb[name] = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
     return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base)
 
 

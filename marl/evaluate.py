@@ -136,4 +136,4 @@ def latents_frame(split: Split, codes: dict[str, np.ndarray]) -> pd.DataFrame:
 def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
     import umap  # slow import (numba); only when asked for
 
-    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(codes)
+    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
