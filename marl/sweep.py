@@ -198,7 +198,9 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
     path = Path(exp_dir)
     if args.resume:
         if not tune.Tuner.can_restore(exp_dir):
-            raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}")
+            hint = (" (its folder exists but holds no saved state: it was stopped before its first "
+                    "save; start it again with --overwrite)") if path.exists() else ""
+            raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}{hint}")
     elif path.exists() and any(path.iterdir()) and not args.overwrite:
         raise UserError(f"a sweep named {args.name!r} already exists under {args.storage}: "
                         "use --resume to finish it, --overwrite to replace it, or --name")
