@@ -122,6 +122,8 @@ def build_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict
 
 def fuse_param_space(param_space: dict, k: int) -> dict:
     """Pack the grid's points into groups of <= k compatible ones: one trial per group."""
+    from ray import tune
+
     from marl.fused import fuse_key
     from marl.trainable import MEMBERS, trial_config
 
@@ -131,13 +133,7 @@ def fuse_param_space(param_space: dict, k: int) -> dict:
         if len(chunks[-1]) == k:
             chunks.append([])
         chunks[-1].append(variant)
-    return {MEMBERS: tune_grid([chunk for chunks in groups.values() for chunk in chunks])}
-
-
-def tune_grid(values):
-    from ray import tune
-
-    return tune.grid_search(values)
+    return {MEMBERS: tune.grid_search([chunk for chunks in groups.values() for chunk in chunks])}
 
 
 def expand_grid(param_space: dict) -> list[dict]:
@@ -295,6 +291,8 @@ def run(args: SweepArgs) -> pd.DataFrame:
     from marl.trainable import marl_trainable
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # trials checkpoint every epoch on purpose (resume loses at most one epoch): no warning for it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         init = {"address": args.address} if args.address else {"num_cpus": args.num_cpus or None}
         ray.init(include_dashboard=False, logging_level="WARNING", **init)
