@@ -110,6 +110,8 @@ def build_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict
     """
     sets = parse_sets(args.sets)
     fixed = {"threads": max(1, int(args.cpus_per_trial)), **space.base}
+    if args.gpus_per_trial == 0:
+        fixed.setdefault("device", "cpu")  # a trial Ray gave no GPU must not take one it can see
     fixed = Config.from_dict({**fixed, **sets}).to_dict()
     param_space = {**fixed, **space.space}
     if sets:
