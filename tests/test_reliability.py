@@ -92,3 +92,29 @@ def test_losing_a_worker_node_costs_only_a_retry(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_at_random_moments_then_finishing_gives_the_same_rows(tmp_path):
+    """Kill the driver at seeded-random moments (start-up, mid-trial, near the end); then do
+    what the docs say: --resume if the sweep saved state, else start it with --overwrite."""
+    import random
+
+    from ray import tune
+
+    space = write_space(tmp_path / "rnd.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5])}', 12, 3)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
+    exp = tmp_path / "r" / "rnd"
+    for delay in random.Random(0).sample([1.0, 4.0, 8.0, 12.0, 16.0, 20.0], 3):
+        driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--overwrite"], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+        finish = "--resume" if tune.Tuner.can_restore(str(exp)) else "--overwrite"
+        proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, (delay, finish, proc.stderr[-2000:])
+        df = pd.read_parquet(exp / "results.parquet")
+        assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5], delay
+        assert set(df["status"]) == {"ok"} and df["epoch"].eq(12).all(), delay
+        assert not list(exp.glob("*.tmp*"))
