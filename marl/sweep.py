@@ -278,6 +278,10 @@ def run(args: SweepArgs) -> pd.DataFrame:
         space.search = args.search
     if space.search == "optuna" and not space.metrics:
         raise UserError("--search optuna: this space defines no METRICS/MODES to optimise")
+    if space.search == "optuna" and args.scheduler != "none":
+        # ASHA would stop trials before the final evaluation, and Optuna would be told their
+        # missing or early scores as final ones: a biased search. Refuse rather than mislead.
+        raise UserError("--scheduler: early stopping does not combine with the optuna search here")
     args.name = args.name or space.name
     exp_dir = experiment_dir(args.storage, args.name)
     param_space = build_param_space(space, args)

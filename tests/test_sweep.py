@@ -107,6 +107,8 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     (["--storage", "/etc/hostname/sub"], "storage"),
     (["--resume", "--overwrite"], "--resume"),
     (["--fuse", "0"], "--fuse"),
+    (["--search", "optuna"], "--search"),
+    (["--space", "optuna", "--scheduler", "asha"], "--scheduler"),
     (["--fuse", "4", "--scheduler", "asha"], "--fuse"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
