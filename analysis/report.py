@@ -51,7 +51,7 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
 
     main = None
     ablation = tables.ablation_table(df)
-    if (ablation["term"] != "recon").any():
+    if len(ablation[["term", "weight"]].drop_duplicates()) > 1:  # loss weights were swept
         add_table("Loss ablation (probe accuracy, mean ± std over seeds)", ablation, "ablation",
                   "Reconstruction plus one term at a time; `n_seeds` finished trials per row.")
         add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
@@ -74,6 +74,7 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         size = tables.latent_size_table(df)
         add_table("Latent size", size, "latent_size")
         add_figure("Latent-size curves", figures.latent_size_curves(size, fdir / "latent_size"))
+        main = size if main is probe else main
 
     trial = _chosen_trial(ok, chosen)
     add_figure(f"MI matrix ({trial['trial']})", figures.mi_heatmap_for_trial(trial, fdir / "mi_heatmap"))
