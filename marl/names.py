@@ -34,6 +34,13 @@ def loss(term: str) -> str:
     return f"loss/{term}"
 
 
+def eval_scalars() -> list[str]:
+    """Every scalar an evaluation reports (the per-dimension MI lists excluded)."""
+    return ([probe(latent, task) for latent in LATENTS for task in TASKS] + [SEPARATION, LEAKAGE]
+            + [mig(s) for s in (*SUBSPACES, "both")]
+            + [mi_mean(f, s) for f in TASKS for s in SUBSPACES])
+
+
 def separation(metrics: dict) -> float:
     """((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2; 1 is perfect."""
     return ((metrics[probe("shared", "timbre")] - metrics[probe("private", "timbre")])

@@ -236,7 +236,8 @@ def trial_status(error, metrics: dict) -> str:
         return "error"
     if metrics.get(names.DIVERGED):
         return names.DIVERGED
-    return "ok" if names.SEPARATION in metrics else "incomplete"
+    evaluated = isinstance(metrics.get(names.SEPARATION), float) and not math.isnan(metrics[names.SEPARATION])
+    return "ok" if evaluated else "incomplete"
 
 
 def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:

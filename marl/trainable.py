@@ -82,6 +82,9 @@ def marl_trainable(config: dict) -> None:
         due = trainer.epoch == cfg.epochs or (cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
         with tempfile.TemporaryDirectory() as d:
             for i, member_cfg in enumerate(cfgs):
+                # Every report carries every evaluation metric (NaN until evaluated): Tune's
+                # searchers and schedulers expect their metric in each result.
+                report.update({prefix(i) + k: float("nan") for k in names.eval_scalars()})
                 if due and i not in diverged:
                     model = trainer.member(i) if fused else trainer.model
                     metrics, latents = evaluate(model, data, member_cfg, device,

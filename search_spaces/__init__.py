@@ -76,15 +76,22 @@ def load(name_or_path: str) -> SearchSpace:
 
 
 def resolve_trial_config(config: dict) -> dict:
-    """Flatten a trial's config into Config fields: merge dict values, undo `_log10` fields."""
-    flat: dict = {}
+    """Flatten a trial's config into Config fields.
+
+    Precedence, whatever the dict order Tune hands over: plain fields < `<w>_log10` fields <
+    nested dicts (grid points such as the ablation's) < the "set" dict of --set overrides.
+    """
+    flat, logs, nested = {}, {}, []
     for key, value in config.items():
         if isinstance(value, dict):
-            flat.update(resolve_trial_config(value))
+            nested.append((key == "set", value))
         elif key.endswith("_log10"):
-            flat[key[: -len("_log10")]] = 0.0 if value <= ZERO_BELOW_LOG10 else 10.0 ** value
+            logs[key[: -len("_log10")]] = 0.0 if value <= ZERO_BELOW_LOG10 else 10.0 ** value
         else:
             flat[key] = value
+    flat.update(logs)
+    for _, value in sorted(nested, key=lambda item: item[0]):  # "set" last
+        flat.update(resolve_trial_config(value))
     return flat
 
 

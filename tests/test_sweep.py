@@ -35,9 +35,12 @@ def test_paper_ablation_has_recon_only_and_one_term_at_a_time():
     assert sorted({v["seed"] for v in variants}) == [0, 1, 2]
 
 
-def test_log10_fields_include_zero():
+def test_log10_fields_include_zero_and_win_over_plain_fields_in_any_order():
     cfg = search_spaces.resolve_trial_config({"alpha_log10": -3.2, "beta_log10": 0.0, "gamma": 0.1})
     assert cfg == {"alpha": 0.0, "beta": 1.0, "gamma": 0.1}
+    cfg = search_spaces.resolve_trial_config({"set": {"gamma": 0.5}, "gamma_log10": -1.0, "gamma": 0.0,
+                                              "point": {"gamma": 0.2, "alpha": 1.0}, "alpha": 0.0})
+    assert cfg == {"gamma": 0.5, "alpha": 1.0}
 
 
 def test_set_overrides_win_over_space_axes():
@@ -73,7 +76,7 @@ OPTUNA_SPACE = '''
 from ray import tune
 SEARCH = "optuna"
 SPACE = {"gamma_log10": tune.uniform(-3.5, 0.0), "beta": tune.uniform(0.0, 0.5)}
-BASE = {"n_train_pairs": 256, "n_eval_pairs": 96, "epochs": 1, "batch_size": 64, "hidden": 32,
+BASE = {"n_train_pairs": 256, "n_eval_pairs": 96, "epochs": 2, "batch_size": 64, "hidden": 32,
         "latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False}
 METRICS = ["probe/shared/timbre", "leakage"]
 MODES = ["max", "min"]
