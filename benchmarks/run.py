@@ -113,6 +113,10 @@ def main() -> None:
         res["train_flops_per_second_g"] = flops * n_batches / epoch / 1e9
         res["mfu"] = res["train_flops_per_second_g"] / res["matmul_peak_gflops"]
         _, evaluation = timed(trainer.evaluate, False)
+        amp = Trainer(cfg.replace(amp=True), data, device)
+        amp.run_epoch()  # warm-up
+        _, amp_epoch = timed(amp.run_epoch)
+        res["amp_pairs_per_second"] = n_batches * cfg.batch_size / amp_epoch  # bf16 autocast
 
         # a default trial, wall, measured end to end in this process
         def trial():

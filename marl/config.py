@@ -46,6 +46,7 @@ class Config:
     seed: int = 0  # model init, batch order and reparameterisation noise
     device: str = "auto"  # CUDA when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    amp: bool = False  # bf16 autocast of the encoder/decoder matmuls; the loss math stays fp32
     # --- evaluation
     eval_every: int = 0  # evaluate every N epochs during training; 0 = at the end only
     probe_train_clips: int = 4096  # training clips whose latents fit the probes

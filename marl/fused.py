@@ -51,11 +51,11 @@ class FusedTrainer:
         self.gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
         self.train_x = data.train.x.to(device)
         self.epoch = 0
-        n, estimator = self.train_x.shape[0], self.cfg.estimator
+        n, estimator, amp = self.train_x.shape[0], self.cfg.estimator, self.cfg.amp
 
         def member_terms(params, buffers, x1, x2, noise, weights):
             model = lambda *a: functional_call(self.skeleton, (params, buffers), a)  # noqa: E731
-            return torch.stack(tuple(objective(model, x1, x2, noise, weights, n, estimator)))
+            return torch.stack(tuple(objective(model, x1, x2, noise, weights, n, estimator, amp)))
 
         if chunk_size == "auto":
             chunk_size = CPU_CHUNK if device.type == "cpu" else None

@@ -127,7 +127,8 @@ class MARL(nn.Module):
 
     def encode(self, x: torch.Tensor) -> Posterior:
         """One view alone: its private and (unfused) shared Gaussian."""
-        return Posterior(*self.encoder(x).chunk(4, dim=-1))
+        # .float(): under autocast the layers may run in bf16; everything after them is fp32
+        return Posterior(*self.encoder(x).float().chunk(4, dim=-1))
 
     def fuse(self, post1: Posterior, post2: Posterior):
         return product_of_experts(torch.stack([post1.mu_s, post2.mu_s]),
@@ -143,7 +144,7 @@ class MARL(nn.Module):
         mu_s, logvar_s = self.fuse(post1, post2)
         z_s = mu_s + torch.exp(0.5 * logvar_s) * noise[2]
         z_p = [p.mu_p + torch.exp(0.5 * p.logvar_p) * e for p, e in zip((post1, post2), noise[:2])]
-        x_hat = self.decoder(torch.cat([torch.cat([z_p[0], z_s], -1), torch.cat([z_p[1], z_s], -1)]))
+        x_hat = self.decoder(torch.cat([torch.cat([z_p[0], z_s], -1), torch.cat([z_p[1], z_s], -1)])).float()
         views = tuple(ViewOutput(xh, z, p.mu_p, p.logvar_p)
                       for xh, z, p in zip(x_hat.split(b), z_p, (post1, post2)))
         return PairOutput(views, z_s, mu_s, logvar_s)

@@ -33,13 +33,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str) -> LossTerms:
+def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str,
+              amp: bool = False) -> LossTerms:
     """One training step's loss: a pure function of (parameters, batch, noise, weights).
 
     No host synchronisation happens here, so `torch.func.functional_call` + `vmap` can run it
-    over a stack of configurations' parameters and weights.
+    over a stack of configurations' parameters and weights. With amp, only the network's
+    layers run under bf16 autocast; the estimators' log-densities and logsumexps (values of
+    magnitude ~1e3) stay in fp32.
     """
-    return marl_objective(model(x1, x2, noise), x1, x2, weights, dataset_size, estimator)
+    with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(x1, x2, noise)
+    return marl_objective(out, x1, x2, weights, dataset_size, estimator)
 
 
 class Trainer:
@@ -67,7 +72,7 @@ class Trainer:
             noise = torch.randn(3, cfg.batch_size, cfg.latent_dim, generator=self.gen,
                                 device=self.device)
             terms = objective(self.model, batch[:, 0], batch[:, 1], noise, self.weights,
-                              n, cfg.estimator)
+                              n, cfg.estimator, cfg.amp)
             self.opt.zero_grad(set_to_none=True)
             terms.total.backward()
             self.opt.step()

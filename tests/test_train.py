@@ -108,3 +108,15 @@ def test_unparseable_config_file_is_rejected(tmp_path):
     unknown.write_text('{"gama": 1}')
     proc = run_cli("--config", str(unknown), "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "gama" in proc.stderr
+
+
+def test_mixed_precision_trains_and_stays_close_to_fp32(tiny_cfg):
+    data = load_dataset(tiny_cfg)
+    fp32 = Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[names.loss("total")]
+    amp = Trainer(tiny_cfg.replace(amp=True), data, torch.device("cpu"))
+    first = amp.run_epoch()[names.loss("total")]
+    assert first == pytest.approx(fp32, rel=0.05)
+    for _ in range(3):
+        last = amp.run_epoch()[names.loss("total")]
+    assert last < first
+    assert all(p.dtype == torch.float32 for p in amp.model.parameters())  # master weights fp32
