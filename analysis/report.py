@@ -51,7 +51,8 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
 
     main = None
     ablation = tables.ablation_table(df)
-    if len(ablation[["term", "weight"]].drop_duplicates()) > 1:  # loss weights were swept
+    # an ablation: reconstruction only beside settings with one loss term on
+    if (ablation["term"] == "recon").any() and (ablation["term"] != "recon").any():
         add_table("Loss ablation (probe accuracy, mean ± std over seeds)", ablation, "ablation",
                   "Reconstruction plus one term at a time; `n_seeds` finished trials per row.")
         add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
@@ -62,7 +63,8 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         main = ablation
 
     probe, chosen = tables.probe_table(df, select)
-    label = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "all trials"
+    label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in chosen.items()) or "all trials"
     add_table(f"Probe table ({label})", probe, "probe_table",
               "Per-clip codes (shared = the clip's own μ_s); `fused` = the pair's PoE code.")
     main = main if main is not None else probe
