@@ -11,19 +11,9 @@ from pathlib import Path
 from analysis import figures, tables
 from analysis.load import load_results
 from marl import names
-from marl.cli import ArgumentParser
+from marl.cli import ArgumentParser, parse_key_values
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable
-
-
-def parse_select(items) -> dict:
-    out = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise UserError(f"--select: expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def build_report(paths, out: Path, select: dict | None = None, umap: bool = True) -> str:
@@ -96,11 +86,7 @@ def _status_counts(df) -> str:
 
 def _chosen_trial(ok, chosen: dict):
     """The first seed of the chosen configuration (the figures show one trial)."""
-    rows = ok
-    for key, value in chosen.items():
-        col = f"config/{key}"
-        rows = rows[rows[col].astype(str) == str(value)] if rows[col].dtype == object \
-            else rows[rows[col].astype(float) == float(value)]
+    rows = tables.matching(ok, chosen)
     rows = rows if len(rows) else ok
     return rows.sort_values("config/seed").iloc[0] if "config/seed" in rows else rows.iloc[0]
 
@@ -114,7 +100,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure (it takes ~15 s)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    main_table = build_report(args.results, out, parse_select(args.select), umap=not args.no_umap)
+    main_table = build_report(args.results, out, parse_key_values(args.select, "--select"), umap=not args.no_umap)
     print(main_table)
     print(f"\nreport: {out / 'report.md'}")
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis import paper
 from marl import names
+from marl.errors import UserError
 
 ACCURACIES = paper.ACCURACIES  # private/shared x timbre/pitch, the paper's four bars
 TERMS = ("alpha", "beta", "gamma")
@@ -75,26 +76,15 @@ def probe_table(df: pd.DataFrame, select: dict | None = None) -> tuple[pd.DataFr
     ok, excluded = usable(df)
     keys = varying_config(ok)
     if select:
-        for key, value in select.items():
-            col = f"config/{key}"
-            if col not in ok:
-                from marl.errors import UserError
-
-                raise UserError(f"--select: no config field {key!r} in these results")
-            ok = ok[np.isclose(ok[col].astype(float), float(value))] if _is_number(value) \
-                else ok[ok[col].astype(str) == str(value)]
         chosen = dict(select)
     elif keys:
         best = ok.groupby(keys, dropna=False)[names.SEPARATION].mean().idxmax()
         best = best if isinstance(best, tuple) else (best,)
         chosen = {k.replace("config/", ""): v for k, v in zip(keys, best)}
-        for k, v in zip(keys, best):
-            ok = ok[ok[k] == v]
     else:
         chosen = {}
+    ok = matching(ok, chosen)
     if ok.empty:
-        from marl.errors import UserError
-
         raise UserError(f"no finished trial matches {chosen}")
     rows = []
     for latent in names.LATENTS:
@@ -106,6 +96,19 @@ def probe_table(df: pd.DataFrame, select: dict | None = None) -> tuple[pd.DataFr
     table = pd.DataFrame(rows)
     table.attrs["n_excluded"] = excluded
     return table, chosen
+
+
+def matching(df: pd.DataFrame, values: dict) -> pd.DataFrame:
+    """Trials whose config/<field> equals each value (numbers compared as numbers)."""
+    for key, value in values.items():
+        col = f"config/{key}"
+        if col not in df:
+            raise UserError(f"--select: no config field {key!r} in these results")
+        if _is_number(value) and pd.api.types.is_numeric_dtype(df[col]):
+            df = df[np.isclose(df[col].astype(float), float(value))]
+        else:
+            df = df[df[col].astype(str) == str(value)]
+    return df
 
 
 def mi_summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 
 import search_spaces
 from marl import names
-from marl.cli import ArgumentParser
+from marl.cli import ArgumentParser, parse_key_values
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, replace_atomically
@@ -90,15 +90,10 @@ def parse_args(argv=None) -> SweepArgs:
 
 def parse_sets(sets) -> dict:
     known = {f.name for f in fields(Config)}
-    out = {}
-    for item in sets:
-        key, eq, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or not key:
-            raise UserError(f"--set: expected KEY=VALUE, got {item!r}")
+    out = {key.replace("-", "_"): value for key, value in parse_key_values(sets, "--set").items()}
+    for key in out:
         if key not in known:
             raise UserError(f"--set: unknown config field {key!r}")
-        out[key] = value
     return out
 
 
