@@ -256,6 +256,8 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
                 epochs.append(own[keep].assign(trial=name))
     df = pd.DataFrame(rows)
     ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["trial", "epoch"])
+    if "epoch" in ep:  # a resumed trial may report an epoch again: keep the last report
+        ep = ep.drop_duplicates(["trial", "epoch"], keep="last").reset_index(drop=True)
     return df, ep
 
 

@@ -43,6 +43,30 @@ def member_prefix(i: int) -> str:
     return f"m{i}/"
 
 
+def restore_state(checkpoint, device) -> dict | None:
+    """The trainer state to resume from: Tune's checkpoint, else the newest intact one beside it.
+
+    After the driver is killed, Tune's saved experiment state can name a checkpoint that
+    `num_to_keep` has since deleted (its snapshots are throttled; ray-project/ray#27790), and a
+    checkpoint written at the moment of the kill can be partial. Rather than fail the trial,
+    fall back to the newest checkpoint in the trial's folder that loads.
+    """
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as d:
+            return torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
+    except Exception:  # noqa: BLE001 - missing or partial: look for another
+        pass
+    trial_dir = Path(checkpoint.path).parent
+    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        try:
+            return torch.load(folder / STATE_FILE, weights_only=False, map_location=device)
+        except Exception:  # noqa: BLE001
+            continue
+    return None  # nothing intact: train this trial from the start
+
+
 def marl_trainable(config: dict) -> None:
     fused = MEMBERS in config
     cfgs = [trial_config(m) for m in config[MEMBERS]] if fused else [trial_config(config)]
@@ -59,11 +83,9 @@ def marl_trainable(config: dict) -> None:
         trainer = FusedTrainer(cfgs, data, device)
     else:
         trainer = Trainer(cfg, data, device)
-    checkpoint = tune.get_checkpoint()
     diverged: dict[int, int] = {}
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
+    state = restore_state(tune.get_checkpoint(), device)
+    if state:
         trainer.load_state_dict(state["trainer"])
         diverged = state["diverged"]
 

@@ -58,7 +58,8 @@ def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     df = pd.read_parquet(exp / "results.parquet")
     assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5, 1.0]  # exactly one row per trial
-    assert set(df["status"]) == {"ok"} and df["epoch"].eq(20).all()
+    assert set(df["status"]) == {"ok"}, df[["status", "error"]].to_string()
+    assert df["epoch"].eq(20).all()
     assert not list(exp.glob("*.tmp*"))
 
 
@@ -118,3 +119,21 @@ def test_sigkill_at_random_moments_then_finishing_gives_the_same_rows(tmp_path):
         assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5], delay
         assert set(df["status"]) == {"ok"} and df["epoch"].eq(12).all(), delay
         assert not list(exp.glob("*.tmp*"))
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    import torch
+    from ray import tune
+
+    from marl.trainable import STATE_FILE, restore_state
+
+    trial = tmp_path / "trial"
+    for i in (2, 3):
+        (trial / f"checkpoint_00000{i}").mkdir(parents=True)
+    torch.save({"trainer": {"epoch": 3}, "diverged": {}}, trial / "checkpoint_000002" / STATE_FILE)
+    (trial / "checkpoint_000003" / STATE_FILE).write_bytes(b"half a file")  # killed mid-write
+    gone = tune.Checkpoint.from_directory(str(trial / "checkpoint_000001"))  # deleted by num_to_keep
+    assert restore_state(gone, "cpu")["trainer"] == {"epoch": 3}
+    assert restore_state(None, "cpu") is None
+    empty = tmp_path / "empty" / "checkpoint_000001"
+    assert restore_state(tune.Checkpoint.from_directory(str(empty)), "cpu") is None
