@@ -62,9 +62,7 @@ def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> list[Path] | Non
         if set(cols) <= set(latents.columns):
             emb[name] = latents[cols].to_numpy()
         else:
-            import umap
-
-            emb[name] = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
+            emb[name] = plots.umap_embedding(codes, seed)
     return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base)
 
 

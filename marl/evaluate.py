@@ -117,6 +117,8 @@ def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False)
 
     latents = latents_frame(data.eval, test)
     if with_umap:
+        from marl.plots import umap_embedding  # imports matplotlib and umap: only when asked for
+
         for subspace in ("private", "both", "shared"):
             emb = umap_embedding(test[subspace], cfg.seed)
             latents[f"umap_{subspace}_x"], latents[f"umap_{subspace}_y"] = emb[:, 0], emb[:, 1]
@@ -131,9 +133,3 @@ def latents_frame(split: Split, codes: dict[str, np.ndarray]) -> pd.DataFrame:
         for d in range(codes[name].shape[1]):
             frame[f"{name}_{d}"] = codes[name][:, d]
     return pd.DataFrame(frame)
-
-
-def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
-    import umap  # slow import (numba); only when asked for
-
-    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)

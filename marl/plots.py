@@ -53,6 +53,13 @@ def mi_heatmap(mi: dict[tuple[str, str], list[float]], path_base, title: str = "
     return save(fig, path_base)
 
 
+def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
+    """2-D UMAP of latent codes; one home for its settings, used by training and analysis."""
+    import umap  # slow import (numba); only when asked for
+
+    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
+
+
 def umap_scatter(embeddings: dict[str, np.ndarray], timbre: np.ndarray, path_base,
                  title: str = "") -> list[Path]:
     """UMAP scatters (one per latent set, e.g. private / both / shared) coloured by timbre."""

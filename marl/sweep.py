@@ -183,18 +183,16 @@ def write_parquet(df: pd.DataFrame, target: str) -> None:
 def check_storage(args: SweepArgs, exp_dir: str) -> None:
     from ray import tune
 
-    if is_uri(args.storage):
-        if args.resume and not tune.Tuner.can_restore(exp_dir):
-            raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}")
-        return
-    check_writable(Path(args.storage), "storage")
+    local = not is_uri(args.storage)
+    if local:
+        check_writable(Path(args.storage), "storage")
     path = Path(exp_dir)
     if args.resume:
         if not tune.Tuner.can_restore(exp_dir):
             hint = (" (its folder exists but holds no saved state: it was stopped before its first "
-                    "save; start it again with --overwrite)") if path.exists() else ""
+                    "save; start it again with --overwrite)") if local and path.exists() else ""
             raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}{hint}")
-    elif path.exists() and any(path.iterdir()) and not args.overwrite:
+    elif local and path.exists() and any(path.iterdir()) and not args.overwrite:
         raise UserError(f"a sweep named {args.name!r} already exists under {args.storage}: "
                         "use --resume to finish it, --overwrite to replace it, or --name")
 
