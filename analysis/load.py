@@ -52,3 +52,14 @@ def load_results(paths) -> pd.DataFrame:
     if df.empty:
         raise UserError(f"no trials in {', '.join(map(str, paths))}")
     return df
+
+
+EPOCHS_FILE = "epochs.parquet"
+
+
+def load_epochs(paths) -> pd.DataFrame:
+    """Every report of every trial (epochs.parquet) of the sweep folders that have one."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [pd.read_parquet(Path(p) / EPOCHS_FILE) for p in paths if (Path(p) / EPOCHS_FILE).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial", "epoch"])

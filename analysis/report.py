@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import figures, tables
-from analysis.load import load_results
+from analysis.load import load_epochs, load_results
 from marl import names
 from marl.cli import ArgumentParser, parse_key_values
 from marl.errors import UserError, exit_on_user_error
@@ -59,6 +59,15 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
               "Per-clip codes (shared = the clip's own μ_s); `fused` = the pair's PoE code.")
     main = main if main is not None else probe
 
+    if "config/n_train_pairs" in ok and ok["config/n_train_pairs"].nunique() > 1:
+        curve = tables.convergence_table(df, load_epochs(paths))
+        if curve["epoch"].nunique() > 1 or curve["n_train_pairs"].nunique() > 1:
+            add_table("Convergence (test probe accuracy by training pairs and epoch)", curve, "convergence",
+                      "Every evaluation the trials reported (`eval_every`); mean ± std over seeds.")
+            add_table("Distance from the largest setting", tables.convergence_gaps(curve), "convergence_gaps",
+                      "max_gap: the largest |difference| of any mean accuracy above from the largest "
+                      "setting's; converged: within 0.02. Sorted by cost (pair-epochs).")
+
     add_table("Mutual information (nats, mean over dimensions and seeds) and MIG",
               tables.mi_summary(df), "mi_summary")
 
@@ -96,7 +105,7 @@ def main(argv=None) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="sweep folder(s): <storage>/<name>")
     p.add_argument("--out", default="report", help="output folder (default: %(default)s)")
     p.add_argument("--select", action="append", metavar="KEY=VALUE",
-                   help="configuration for the probe table and trial figures (default: best separation)")
+                   help="configuration for the probe table and trial figures (default: best validation separation)")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure (it takes ~15 s)")
     args = p.parse_args(argv)
     out = Path(args.out)

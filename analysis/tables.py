@@ -62,7 +62,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     table = summarise(ok, ["term", "weight", *others], [names.probe(*a.split("/")) for a in ACCURACIES])
     order = {"recon": 0, "alpha": 1, "beta": 2, "gamma": 3}
     table = table.sort_values(["term", "weight"], key=lambda s: s.map(order) if s.name == "term" else s)
-    table.columns = [c.replace("probe/", "") for c in table.columns]
+    table.columns = [c.replace(names.probe_prefix(), "") for c in table.columns]
     table.attrs["n_excluded"] = excluded
     return table.reset_index(drop=True)
 
@@ -70,7 +70,8 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 def probe_table(df: pd.DataFrame, select: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The paper's probe table (latent × task) for one configuration, mean ± std over seeds.
 
-    select: {config field: value}; by default the configuration with the best mean separation.
+    select: {config field: value}; by default the configuration with the best mean validation
+    separation (model selection never looks at test clips); the table holds test figures.
     Returns the table and the chosen configuration.
     """
     ok, excluded = usable(df)
@@ -78,7 +79,7 @@ def probe_table(df: pd.DataFrame, select: dict | None = None) -> tuple[pd.DataFr
     if select:
         chosen = dict(select)
     elif keys:
-        best = ok.groupby(keys, dropna=False)[names.SEPARATION].mean().idxmax()
+        best = ok.groupby(keys, dropna=False)[names.SELECTION].mean().idxmax()
         best = best if isinstance(best, tuple) else (best,)
         chosen = {k.replace("config/", ""): v for k, v in zip(keys, best)}
     else:
@@ -129,9 +130,46 @@ def latent_size_table(df: pd.DataFrame) -> pd.DataFrame:
     others = varying_config(ok, exclude={"config/latent_dim"})
     table = summarise(ok, ["config/latent_dim", *others],
                       [names.probe(*a.split("/")) for a in ACCURACIES] + [names.SEPARATION])
-    table.columns = [c.replace("probe/", "").replace("config/", "") for c in table.columns]
+    table.columns = [c.replace(names.probe_prefix(), "").replace("config/", "") for c in table.columns]
     table.attrs["n_excluded"] = excluded
     return table
+
+
+CONVERGENCE_METRICS = [names.probe(*a.split("/"), "test", kind)
+                       for kind in names.PROBE_KINDS for a in ACCURACIES]
+
+
+def convergence_table(df: pd.DataFrame, epochs: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """Per setting (term, weight), training pairs and epoch: test probe accuracies, mean ± std
+    over seeds, from every evaluation the trials reported (`eval_every`)."""
+    metrics = metrics or CONVERGENCE_METRICS
+    ok, excluded = usable(df)
+    ok = ablation_setting(ok)
+    evaluated = epochs.dropna(subset=[names.SEPARATION]) if names.SEPARATION in epochs else epochs.iloc[:0]
+    merged = evaluated.merge(ok[["trial", "term", "weight", "config/n_train_pairs"]], on="trial")
+    table = summarise(merged, ["term", "weight", "config/n_train_pairs", "epoch"], metrics)
+    table.insert(4, "pair_epochs", table["config/n_train_pairs"] * table["epoch"])
+    table.columns = [c.replace("config/", "").replace("probe/test/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table
+
+
+def convergence_gaps(table: pd.DataFrame, tolerance: float = 0.02) -> pd.DataFrame:
+    """Per (n_train_pairs, epoch): the largest |mean − mean at the largest setting| over every
+    setting (term, weight) and accuracy of `convergence_table`, its cost in pair-epochs, and
+    whether it lies within `tolerance`. Sorted by cost: the first `converged` row is the
+    cheapest converged setting."""
+    means = [c for c in table.columns if c.endswith(" mean")]
+    rows = []
+    for (n, epoch), group in table.groupby(["n_train_pairs", "epoch"]):
+        gap = 0.0
+        for (term, weight), own in group.groupby(["term", "weight"]):
+            ref = table[(table["term"] == term) & (table["weight"] == weight)]
+            ref = ref[ref["pair_epochs"] == ref["pair_epochs"].max()]
+            gap = max(gap, float(np.abs(own[means].to_numpy() - ref[means].to_numpy()).max()))
+        rows.append({"n_train_pairs": n, "epoch": epoch, "pair_epochs": n * epoch, "max_gap": gap,
+                     "converged": gap <= tolerance})
+    return pd.DataFrame(rows).sort_values(["pair_epochs", "n_train_pairs"]).reset_index(drop=True)
 
 
 def paper_comparison(ablation: pd.DataFrame) -> pd.DataFrame:

@@ -19,10 +19,11 @@ from marl.errors import UserError
 ESTIMATORS = ("mss", "mws")
 ARCHS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
+PROBE_INPUTS = ("mean", "sample")
 
 # Fields that determine the generated data; only these key the on-disk cache.
 DATA_FIELDS = (
-    "n_train_pairs", "n_eval_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
+    "n_train_pairs", "n_test_pairs", "n_val_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
     "n_mels", "n_fft", "hop_length", "n_frames", "amp_min", "amp_max", "data_seed",
 )
 
@@ -39,6 +40,7 @@ class Config:
     latent_dim: int = 8  # per subspace, as in the paper's figures
     hidden: int = 256  # width of the hidden layers
     poe_prior: bool = False  # add a N(0, I) expert to the product of experts
+    logvar_min: float = -10.0  # soft floor of the posterior log-variances (CHOSEN: keeps γ finite)
     # --- training
     epochs: int = 15
     batch_size: int = 256
@@ -50,10 +52,12 @@ class Config:
     # --- evaluation
     eval_every: int = 0  # evaluate every N epochs during training; 0 = at the end only
     probe_train_clips: int = 4096  # training clips whose latents fit the probes
+    probe_input: str = "mean"  # probe the posterior means ("mean") or one posterior sample ("sample")
     umap: bool = True  # UMAP embedding and figure at the end
     # --- data (spec §1); the dataset is a pure function of these fields
     n_train_pairs: int = 4096
-    n_eval_pairs: int = 1024
+    n_test_pairs: int = 1024  # held-out pairs every reported figure comes from
+    n_val_pairs: int = 1024  # held-out pairs for model and probe selection
     sample_rate: int = 44100  # keeps the 3rd harmonic of f_max below Nyquist (spec §6)
     f_min: float = 200.0
     f_max: float = 6000.0
@@ -116,11 +120,14 @@ class Config:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"{name}: must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.logvar_min) and -40 <= self.logvar_min <= 0):
+            # exp(−logvar) must stay far from fp32's overflow at e^88 in the log-densities
+            raise UserError(f"logvar_min: must be between -40 and 0, got {self.logvar_min}")
         for name in ("lr", "f_min", "f_max", "amp_min", "amp_max"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name}: must be a finite number > 0, got {value}")
-        for name in ("latent_dim", "hidden", "epochs", "n_train_pairs", "n_eval_pairs",
+        for name in ("latent_dim", "hidden", "epochs", "n_train_pairs", "n_test_pairs", "n_val_pairs",
                      "sample_rate", "n_pitch_classes", "n_mels", "n_fft", "hop_length",
                      "n_frames", "probe_train_clips"):
             if getattr(self, name) < 1:
@@ -130,6 +137,8 @@ class Config:
                 raise UserError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.probe_input not in PROBE_INPUTS:
+            raise UserError(f"probe_input: must be one of {', '.join(PROBE_INPUTS)}, got {self.probe_input!r}")
         if self.arch not in ARCHS:
             raise UserError(f"arch: must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.device not in DEVICES:

@@ -22,8 +22,9 @@ import torchaudio
 from marl.config import Config
 
 TIMBRES = ("sine", "triangle", "sawtooth", "square")
+SPLITS = ("train", "test", "val")
 FACTORS = ("timbre", "frequency", "pitch_class", "amplitude", "phase")
-CACHE_VERSION = 1  # bump when synthesis changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when synthesis changes, so old caches are not reused
 
 
 def harmonic_amplitudes(timbre: int, n_harmonics: int) -> torch.Tensor:
@@ -101,8 +102,12 @@ class Split:
 
 @dataclass
 class Dataset:
+    """Three disjoint splits: models and probes fit on `train`, model and probe selection use
+    `val`, reported figures come from `test`."""
+
     train: Split
-    eval: Split
+    test: Split
+    val: Split
     mean: torch.Tensor  # per-mel-bin statistics of the raw log-mels of the training split
     std: torch.Tensor
 
@@ -153,12 +158,14 @@ def build_split(n_pairs: int, cfg: Config, gen: torch.Generator) -> tuple[torch.
 def generate(cfg: Config) -> Dataset:
     """Build the dataset from scratch (deterministic in the data fields of cfg)."""
     gen = torch.Generator().manual_seed(cfg.data_seed)
-    train_x, train_f = build_split(cfg.n_train_pairs, cfg, gen)
-    eval_x, eval_f = build_split(cfg.n_eval_pairs, cfg, gen)
+    # test before val: train and test stay those of the two-split datasets of CACHE_VERSION 1
+    raw = {name: build_split(n, cfg, gen) for name, n in
+           (("train", cfg.n_train_pairs), ("test", cfg.n_test_pairs), ("val", cfg.n_val_pairs))}
+    train_x = raw["train"][0]
     mean = train_x.mean(dim=(0, 1, 3))[:, None]
     std = train_x.std(dim=(0, 1, 3))[:, None].clamp_min(1e-6)
-    return Dataset(Split((train_x - mean) / std, train_f), Split((eval_x - mean) / std, eval_f),
-                   mean, std)
+    splits = {name: Split((x - mean) / std, f) for name, (x, f) in raw.items()}
+    return Dataset(**splits, mean=mean, std=std)
 
 
 def cache_dir() -> Path:
@@ -187,16 +194,14 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             state = torch.load(path, weights_only=True)
         else:
             data = generate(cfg)
-            state = {
-                "train_x": data.train.x, "eval_x": data.eval.x, "mean": data.mean, "std": data.std,
-                **{f"train_{k}": v for k, v in data.train.factors.items()},
-                **{f"eval_{k}": v for k, v in data.eval.factors.items()},
-            }
+            state = {"mean": data.mean, "std": data.std}
+            for name in SPLITS:
+                split = getattr(data, name)
+                state.update({f"{name}_x": split.x, **{f"{name}_{k}": v for k, v in split.factors.items()}})
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             os.close(fd)
             torch.save(state, tmp)
             os.replace(tmp, path)
-    return Dataset(
-        Split(state["train_x"], {k: state[f"train_{k}"] for k in FACTORS}),
-        Split(state["eval_x"], {k: state[f"eval_{k}"] for k in FACTORS}),
-        state["mean"], state["std"])
+    splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in FACTORS})
+              for name in SPLITS}
+    return Dataset(**splits, mean=state["mean"], std=state["std"])

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from marl.config import Config
 
@@ -112,12 +113,18 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.head(z).view(-1, *self.grid))[:, 0]
 
 
+def soft_floor(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """floor + softplus(x − floor): x itself well above the floor, never below it, smooth."""
+    return floor + F.softplus(x - floor)
+
+
 class MARL(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         d, shape = cfg.latent_dim, (cfg.n_mels, cfg.n_frames)
         self.latent_dim = d
         self.poe_prior = cfg.poe_prior
+        self.logvar_min = cfg.logvar_min
         if cfg.arch == "mlp":
             self.encoder = MLPEncoder(shape[0] * shape[1], cfg.hidden, 4 * d)
             self.decoder = MLPDecoder(2 * d, cfg.hidden, shape)
@@ -126,9 +133,16 @@ class MARL(nn.Module):
             self.decoder = ConvDecoder(2 * d, cfg.hidden, shape)
 
     def encode(self, x: torch.Tensor) -> Posterior:
-        """One view alone: its private and (unfused) shared Gaussian."""
+        """One view alone: its private and (unfused) shared Gaussian.
+
+        Both log-variances are softly floored at cfg.logvar_min. Unbounded, they drift below
+        −88 under γ at paper scale and exp(−logvar) in the estimators' log-densities overflows
+        (docs/reproduction.md, "Why γ diverged").
+        """
         # .float(): under autocast the layers may run in bf16; everything after them is fp32
-        return Posterior(*self.encoder(x).float().chunk(4, dim=-1))
+        mu_p, logvar_p, mu_s, logvar_s = self.encoder(x).float().chunk(4, dim=-1)
+        return Posterior(mu_p, soft_floor(logvar_p, self.logvar_min),
+                         mu_s, soft_floor(logvar_s, self.logvar_min))
 
     def fuse(self, post1: Posterior, post2: Posterior):
         return product_of_experts(torch.stack([post1.mu_s, post2.mu_s]),

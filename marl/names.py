@@ -1,29 +1,55 @@
 """Metric names: defined once, used by train, the Ray trainable and analysis.
 
-No torch or Ray here, so analysis can import it cheaply.
+Probe metrics say which clips scored them and which probe:
+`probe/<split>/<kind>/<latent>/<task>` with split `val` (model selection) or `test` (what
+tables report) and kind `linear` (logistic regression) or `mlp`. Probes are always fitted on
+training clips. No torch or Ray here, so analysis can import it cheaply.
 """
 
 LATENTS = ("private", "shared", "both", "fused")  # fused: the pair's PoE code (spec §4, §6)
 TASKS = ("timbre", "pitch")
 FACTOR_OF_TASK = {"timbre": "timbre", "pitch": "pitch_class"}  # task -> factor column
 SUBSPACES = ("private", "shared")
+SPLITS = ("val", "test")
+PROBE_KINDS = ("linear", "mlp")
 LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl")
-SEPARATION = "separation"
-LEAKAGE = "leakage"
 DIVERGED = "diverged"
 
 
-def probe(latent: str, task: str) -> str:
-    return f"probe/{latent}/{task}"
+def probe_prefix(split: str = "test", kind: str = "mlp") -> str:
+    return f"probe/{split}/{kind}/"
+
+
+def probe(latent: str, task: str, split: str = "test", kind: str = "mlp") -> str:
+    """Raw accuracy of a probe; the defaults name the figure tables report."""
+    return f"{probe_prefix(split, kind)}{latent}/{task}"
+
+
+def separation(split: str = "test", kind: str = "mlp") -> str:
+    return f"separation/{split}/{kind}"
+
+
+def leakage(split: str = "test", kind: str = "mlp") -> str:
+    return f"leakage/{split}/{kind}"
+
+
+SEPARATION = separation()  # reported: test clips, MLP probes (the paper's probe)
+LEAKAGE = leakage()
+SELECTION = separation("val")  # what model selection (Optuna, ASHA, "best") maximises
 
 
 def mi(factor: str, subspace: str) -> str:
-    """A list: MI (nats) between the factor and each latent dimension of the subspace."""
+    """A list: MI (nats) between the factor and each latent dimension of the subspace (test clips)."""
     return f"mi/{factor}/{subspace}"
 
 
 def mi_mean(factor: str, subspace: str) -> str:
     return f"mi_mean/{factor}/{subspace}"
+
+
+def mi_baseline(factor: str, subspace: str) -> str:
+    """mi_mean of the same codes with the factor shuffled: the binned estimator's bias."""
+    return f"mi_baseline/{factor}/{subspace}"
 
 
 def mig(subspace: str) -> str:
@@ -36,17 +62,36 @@ def loss(term: str) -> str:
 
 def eval_scalars() -> list[str]:
     """Every scalar an evaluation reports (the per-dimension MI lists excluded)."""
-    return ([probe(latent, task) for latent in LATENTS for task in TASKS] + [SEPARATION, LEAKAGE]
-            + [mig(s) for s in (*SUBSPACES, "both")]
-            + [mi_mean(f, s) for f in TASKS for s in SUBSPACES])
+    out = []
+    for split in SPLITS:
+        for kind in PROBE_KINDS:
+            out += [probe(latent, task, split, kind) for latent in LATENTS for task in TASKS]
+            out += [separation(split, kind), leakage(split, kind)]
+    return (out + [mig(s) for s in (*SUBSPACES, "both")]
+            + [mi_mean(f, s) for f in TASKS for s in SUBSPACES]
+            + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES])
 
 
-def separation(metrics: dict) -> float:
-    """((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2; 1 is perfect."""
-    return ((metrics[probe("shared", "timbre")] - metrics[probe("private", "timbre")])
-            + (metrics[probe("private", "pitch")] - metrics[probe("shared", "pitch")])) / 2
+def chance_corrected(accuracy: float, n_classes: int) -> float:
+    """(acc − chance) / (1 − chance) with chance = 1/n_classes (our classes are uniform):
+    0 at chance, 1 when perfect, so 4-class and 21-class accuracies share one scale."""
+    chance = 1.0 / n_classes
+    return (accuracy - chance) / (1.0 - chance)
 
 
-def leakage(metrics: dict) -> float:
-    """(private→timbre + shared→pitch) / 2: what each subspace knows that it should not."""
-    return (metrics[probe("private", "timbre")] + metrics[probe("shared", "pitch")]) / 2
+def separation_score(metrics: dict, n_classes: dict, split: str = "test", kind: str = "mlp") -> float:
+    """Chance-corrected ((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2.
+
+    n_classes: {task: number of classes}. 1 is perfect, 0 no separation.
+    """
+    cc = {(latent, task): chance_corrected(metrics[probe(latent, task, split, kind)], n_classes[task])
+          for latent in SUBSPACES for task in TASKS}
+    return ((cc["shared", "timbre"] - cc["private", "timbre"])
+            + (cc["private", "pitch"] - cc["shared", "pitch"])) / 2
+
+
+def leakage_score(metrics: dict, n_classes: dict, split: str = "test", kind: str = "mlp") -> float:
+    """Chance-corrected (private→timbre + shared→pitch) / 2: what each subspace knows that it
+    should not; 0 is none."""
+    return (chance_corrected(metrics[probe("private", "timbre", split, kind)], n_classes["timbre"])
+            + chance_corrected(metrics[probe("shared", "pitch", split, kind)], n_classes["pitch"])) / 2

@@ -41,13 +41,14 @@ class SweepArgs:
     address: str = ""  # "" = embedded local Ray; "auto" joins a running cluster
     num_cpus: int = 0  # CPUs of the embedded Ray; 0 = all
     search: str = ""  # grid | optuna; default: the space's own
-    scheduler: str = "none"  # none | asha (early-stops on loss/recon)
+    scheduler: str = "none"  # none | asha (early-stops on validation separation; needs eval_every)
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     fuse: int = 1  # train up to K compatible grid points as one fused model per trial
     resume: bool = False
     overwrite: bool = False
-    sets: tuple = ()  # key=value config overrides for every trial
+    config: str = ""  # JSON/YAML file of config fields for every trial (over the space's BASE)
+    sets: tuple = ()  # key=value config overrides for every trial (over everything)
 
 
 def parse_args(argv=None) -> SweepArgs:
@@ -70,6 +71,9 @@ def parse_args(argv=None) -> SweepArgs:
                         "trial, trained as one batched model (default: 1, no fusing)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of this name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing sweep of this name")
+    p.add_argument("--config", default=d.config, metavar="FILE",
+                   help="JSON or YAML file of config fields for every trial, e.g. configs/paper_scale.yaml "
+                        "(over the space's fixed fields; the space's axes and --set win over it)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every trial (repeatable)")
     a = vars(p.parse_args(argv))
@@ -98,13 +102,15 @@ def parse_sets(sets) -> dict:
 
 
 def build_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict:
-    """Every Config field fixed (defaults < space BASE < --set), then the space's axes.
+    """Every Config field fixed (defaults < space BASE < --config file < --set), then the
+    space's axes.
 
     --set values go in last, under "set", so they win over the axes too; every fixed value and
     every grid point is validated here, before Ray starts.
     """
     sets = parse_sets(args.sets)
-    fixed = {"threads": max(1, int(args.cpus_per_trial)), **space.base}
+    from_file = Config.from_file(args.config) if args.config else {}
+    fixed = {"threads": max(1, int(args.cpus_per_trial)), **space.base, **from_file}
     if args.gpus_per_trial == 0:
         fixed.setdefault("device", "cpu")  # a trial Ray gave no GPU must not take one it can see
     fixed = Config.from_dict({**fixed, **sets}).to_dict()
@@ -202,10 +208,10 @@ def flat_config(config: dict) -> dict:
     return {f"config/{k}": v for k, v in search_spaces.resolve_trial_config(config).items()}
 
 
-METRIC_PREFIXES = ("probe", "mi", "mi_mean", "mig", "loss")
-METRIC_NAMES = (names.SEPARATION, names.LEAKAGE, names.DIVERGED, "diverged_epoch", "epoch", "node")
-EPOCH_PREFIXES = ("loss/", "probe/", "mi_mean/", "mig/")
-EPOCH_NAMES = ("epoch", names.SEPARATION, names.LEAKAGE, names.DIVERGED)
+METRIC_PREFIXES = ("probe", "separation", "leakage", "mi", "mi_mean", "mi_baseline", "mig", "loss")
+METRIC_NAMES = (names.DIVERGED, "diverged_epoch", "epoch", "node")
+EPOCH_PREFIXES = ("loss/", "probe/", "separation/", "leakage/", "mi_mean/", "mi_baseline/", "mig/")
+EPOCH_NAMES = ("epoch", names.DIVERGED)
 
 
 def members(config: dict) -> list[tuple[str, dict]]:
@@ -263,7 +269,7 @@ def summary_table(df: pd.DataFrame) -> str:
     varying = [c for c in df.columns if c.startswith("config/") and c != "config/threads"
                and df[c].astype(str).nunique() > 1]
     cols = ["status", *varying, *[c for c in SUMMARY_COLUMNS if c in df.columns]]
-    short = {c: c.replace("config/", "").replace("probe/", "") for c in cols}
+    short = {c: c.replace("config/", "").replace(names.probe_prefix(), "") for c in cols}
     return df[cols].rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
@@ -285,6 +291,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
         if space.search != "grid" or args.scheduler != "none":
             raise UserError("--fuse: works with grid search and no scheduler only")
         param_space = fuse_param_space(param_space, args.fuse)
+    if args.scheduler == "asha" and not param_space.get("eval_every"):
+        raise UserError("--scheduler asha: stops trials on validation separation, which needs "
+                        "evaluations during training; add --set eval_every=N")
     check_storage(args, exp_dir)
 
     import ray
@@ -309,7 +318,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
             shutil.rmtree(exp_dir)
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune_config(space, args),
+            tune_config=tune_config(space, args, param_space.get("eval_every", 0)),
             run_config=tune.RunConfig(
                 name=args.name,
                 storage_path=args.storage if is_uri(args.storage) else str(Path(args.storage).resolve()),
@@ -328,7 +337,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     return df
 
 
-def tune_config(space: search_spaces.SearchSpace, args: SweepArgs):
+def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: int = 0):
     from ray import tune
 
     num_samples = args.num_samples or space.num_samples
@@ -346,8 +355,10 @@ def tune_config(space: search_spaces.SearchSpace, args: SweepArgs):
     if args.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        # loss/recon is reported every epoch and comparable across loss weights
-        scheduler = ASHAScheduler(metric=names.loss("recon"), mode="min", grace_period=2)
+        # Validation separation exists at evaluation epochs only: rungs at multiples of
+        # eval_every (grace period eval_every, reduction factor 4) always land on one.
+        scheduler = ASHAScheduler(time_attr="epoch", metric=names.SELECTION, mode="max",
+                                  grace_period=max(1, eval_every), reduction_factor=4)
     return tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
                            max_concurrent_trials=args.max_concurrent or None,
                            trial_dirname_creator=short_trial_name)

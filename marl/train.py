@@ -158,11 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     trainer, metrics, latents = train(cfg)
     metrics["time/seconds"] = time.perf_counter() - start
     write_outputs(out, cfg, trainer, metrics, latents)
-    print("probe accuracy (held-out)    timbre   pitch")
+    print("probe accuracy on test clips   linear: timbre  pitch    mlp: timbre  pitch")
     for latent in names.LATENTS:
-        print(f"  {latent:<26} {metrics[names.probe(latent, 'timbre')]:.3f}    "
-              f"{metrics[names.probe(latent, 'pitch')]:.3f}")
-    print(f"separation {metrics[names.SEPARATION]:.3f}   "
+        row = "   ".join(f"{metrics[names.probe(latent, 'timbre', 'test', k)]:.3f}   "
+                         f"{metrics[names.probe(latent, 'pitch', 'test', k)]:.3f}" for k in names.PROBE_KINDS)
+        print(f"  {latent:<34} {row}")
+    print(f"separation (chance-corrected, test, mlp) {metrics[names.SEPARATION]:.3f}   "
           f"({metrics['time/seconds']:.0f} s on {trainer.device})")
     print(f"results in {out}/")
 

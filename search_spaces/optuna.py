@@ -13,7 +13,8 @@ SPACE = {
     "latent_dim": tune.choice([4, 8, 16]),
 }
 BASE = {"umap": False}
-METRICS = ["probe/shared/timbre", "probe/private/pitch", "leakage"]
+# validation figures: the search never sees the test clips that tables report
+METRICS = ["probe/val/mlp/shared/timbre", "probe/val/mlp/private/pitch", "leakage/val/mlp"]
 MODES = ["max", "max", "min"]
 NUM_SAMPLES = 24
 NUM_TRIALS = 24

@@ -5,7 +5,7 @@ import pytest
 from marl.config import Config
 
 # Tiny data everywhere: tests must run in minutes on 2 cores.
-TINY = dict(n_train_pairs=256, n_eval_pairs=96, epochs=2, batch_size=64, hidden=32,
+TINY = dict(n_train_pairs=256, n_test_pairs=96, n_val_pairs=96, epochs=2, batch_size=64, hidden=32,
             latent_dim=4, probe_train_clips=256, umap=False, n_frames=8)
 
 

@@ -22,8 +22,11 @@ def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
             for j, latent in enumerate(names.LATENTS):
                 for k, task in enumerate(names.TASKS):
                     row[names.probe(latent, task)] = 0.1 * i + 0.05 * j + 0.02 * k + 0.01 * seed
-            row[names.SEPARATION] = names.separation(row)
-            row[names.LEAKAGE] = names.leakage(row)
+                    # validation figures rank the settings differently from the test ones
+                    row[names.probe(latent, task, "val")] = 0.9 if (i, latent, task) == (2, "shared", "timbre") else 0.5
+            for split in names.SPLITS:
+                row[names.separation(split)] = names.separation_score(row, {"timbre": 4, "pitch": 21}, split)
+                row[names.leakage(split)] = names.leakage_score(row, {"timbre": 4, "pitch": 21}, split)
             for f in names.TASKS:
                 for s in names.SUBSPACES:
                     row[names.mi(f, s)] = [0.1 * i, 0.2, 0.3, 0.4]
@@ -70,12 +73,16 @@ def test_probe_table_for_a_selected_configuration(results_dir):
     assert row["pitch std"] == pytest.approx(0.01)
 
 
-def test_probe_table_defaults_to_best_separation(results_dir):
+def test_probe_table_defaults_to_best_validation_separation_and_reports_test_figures(results_dir):
     df = load_results(results_dir)
-    _, chosen = tables.probe_table(df)
+    table, chosen = tables.probe_table(df)
     ok = df[df.status == "ok"]
-    best = ok.groupby(["config/alpha", "config/beta", "config/gamma"])[names.SEPARATION].mean().idxmax()
-    assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) == best
+    keys = ["config/alpha", "config/beta", "config/gamma"]
+    best = ok.groupby(keys)[names.SELECTION].mean().idxmax()
+    assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) == best == (0.0, 1.0, 0.0)
+    assert ok.groupby(keys)[names.SEPARATION].mean().idxmax() != best  # test clips would pick another
+    row = table.set_index("latent").loc["shared"]
+    assert row["timbre mean"] == pytest.approx(0.2 + 0.05 + 0.01)  # test accuracy of setting 2
 
 
 def test_mi_summary_and_paper_comparison(results_dir):
@@ -161,3 +168,35 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     proc = run_report(str(empty), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "results.parquet" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_convergence_gaps_find_the_cheapest_setting_within_tolerance():
+    # two settings x two sizes x two seeds, evaluated at epochs 10 and 20; accuracies approach
+    # the largest setting's (n=200, epoch 20) as 1 - 1/(n * epoch) * 100
+    rows, reports = [], []
+    for gamma in (0.0, 0.1):
+        for n in (100, 200):
+            for seed in (0, 1):
+                trial = f"g{gamma}_n{n}_s{seed}"
+                rows.append({"trial": trial, "status": "ok", "config/alpha": 0.0, "config/beta": 0.0,
+                             "config/gamma": gamma, "config/n_train_pairs": n, "config/seed": seed})
+                for epoch in (5, 10, 20):
+                    report = {"trial": trial, "epoch": epoch}
+                    if epoch != 5:  # epoch 5 was not an evaluation
+                        report[names.SEPARATION] = 0.0
+                        for col in tables.CONVERGENCE_METRICS:
+                            report[col] = 1 - 100 / (n * epoch) + 0.001 * seed
+                    reports.append(report)
+    curve = tables.convergence_table(pd.DataFrame(rows), pd.DataFrame(reports))
+    assert len(curve) == 2 * 2 * 2 and set(curve["n_seeds"]) == {2}  # epoch 5 left out
+    gaps = tables.convergence_gaps(curve, tolerance=0.02)
+    by = gaps.set_index(["n_train_pairs", "epoch"])["max_gap"]
+    assert by[200, 20] == 0.0
+    assert by[100, 10] == pytest.approx(100 / 1000 - 100 / 4000)  # 0.075
+    assert by[200, 10] == pytest.approx(100 / 2000 - 100 / 4000)  # 0.025: outside 0.02
+    assert by[100, 20] == pytest.approx(0.025)
+    converged = gaps[gaps["converged"]]
+    assert list(zip(converged["n_train_pairs"], converged["epoch"])) == [(200, 20)]
+    assert not tables.convergence_gaps(curve, tolerance=0.03).query("converged").empty
+    first = tables.convergence_gaps(curve, tolerance=0.03).query("converged").iloc[0]
+    assert (first["n_train_pairs"], first["epoch"]) == (100, 20)  # same cost as (200, 10): fewer pairs first

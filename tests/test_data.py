@@ -8,7 +8,7 @@ from marl.config import Config
 def test_generation_is_deterministic_and_seed_dependent(tiny_cfg):
     a, b = data.generate(tiny_cfg), data.generate(tiny_cfg)
     assert torch.equal(a.train.x, b.train.x)
-    assert torch.equal(a.eval.factors["frequency"], b.eval.factors["frequency"])
+    assert torch.equal(a.test.factors["frequency"], b.test.factors["frequency"])
     c = data.generate(tiny_cfg.replace(data_seed=1))
     assert not torch.equal(a.train.x, c.train.x)
 
@@ -28,7 +28,7 @@ def test_training_statistics_normalise_the_training_split(tiny_cfg):
     d = data.generate(tiny_cfg)
     per_bin = d.train.x.mean(dim=(0, 1, 3))
     assert per_bin.abs().max() < 1e-4
-    assert d.eval.x.shape == (tiny_cfg.n_eval_pairs, 2, tiny_cfg.n_mels, tiny_cfg.n_frames)
+    assert d.test.x.shape == (tiny_cfg.n_test_pairs, 2, tiny_cfg.n_mels, tiny_cfg.n_frames)
 
 
 def _spectrum(wave, sr):
@@ -97,6 +97,6 @@ def test_cache_is_reused_and_survives_a_race(tiny_cfg, tmp_path):
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
     mtime = files[0].stat().st_mtime_ns
     c = data.load_dataset(tiny_cfg, tmp_path)
-    assert files[0].stat().st_mtime_ns == mtime and torch.equal(c.eval.x, a.eval.x)
+    assert files[0].stat().st_mtime_ns == mtime and torch.equal(c.test.x, a.test.x)
     assert data.cache_path(tiny_cfg.replace(gamma=5.0), tmp_path) == files[0]  # loss fields don't key data
     assert data.cache_path(tiny_cfg.replace(data_seed=3), tmp_path) != files[0]

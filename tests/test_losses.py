@@ -78,3 +78,36 @@ def test_product_of_two_identical_experts_halves_the_variance():
     mu, logvar = product_of_experts(torch.ones(2, 1, 1), torch.zeros(2, 1, 1))
     assert mu.item() == pytest.approx(1.0)
     assert logvar.exp().item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the γ divergence (issue 9)
+def test_posterior_log_variances_never_fall_below_the_floor():
+    from marl.model import soft_floor
+
+    x = torch.linspace(-200, 50, 1001)
+    y = soft_floor(x, -10.0)
+    assert torch.all(y >= -10.0) and torch.all(torch.diff(y) >= 0)
+    assert torch.allclose(y[x > 10], x[x > 10], atol=1e-6)  # the identity well above the floor
+
+
+def test_an_encoder_pushing_log_variances_towards_minus_100_keeps_the_loss_finite(tiny_cfg):
+    """Regression: at paper scale γ drove log-variances below −88, exp(−logvar) overflowed in
+    the estimators' log-densities and the loss went NaN. Here the encoder asks for −100."""
+    from marl.losses import marl_objective
+    from marl.model import MARL
+
+    cfg = tiny_cfg.replace(gamma=0.1)
+    torch.manual_seed(0)
+    model = MARL(cfg)
+    d = cfg.latent_dim
+    last = model.encoder.net[-1]
+    with torch.no_grad():
+        for chunk in (1, 3):  # logvar_p and logvar_s
+            last.weight[chunk * d:(chunk + 1) * d] = 0.0
+            last.bias[chunk * d:(chunk + 1) * d] = -100.0
+    x = torch.randn(64, 2, cfg.n_mels, cfg.n_frames)
+    out = model(x[:, 0], x[:, 1], torch.randn(3, 64, d))
+    terms = marl_objective(out, x[:, 0], x[:, 1], torch.tensor([0.0, 0.0, 0.1]), 32768, "mss")
+    assert all(torch.isfinite(t) for t in terms)
+    terms.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

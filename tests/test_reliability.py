@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-TINY_BASE = ('{"n_train_pairs": 256, "n_eval_pairs": 96, "batch_size": 64, "hidden": 32, '
+TINY_BASE = ('{"n_train_pairs": 256, "n_test_pairs": 96, "n_val_pairs": 96, "batch_size": 64, "hidden": 32, '
              '"latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False, "epochs": %d}')
 
 
@@ -32,7 +32,7 @@ def test_a_diverging_trial_stops_early_and_the_sweep_goes_on(tmp_path):
     df = pd.read_parquet(tmp_path / "r" / "div" / "results.parquet").set_index("config/lr")
     assert df.loc[1e-3, "status"] == "ok"
     assert df.loc[1e6, "status"] == "diverged" and df.loc[1e6, "diverged_epoch"] == 1
-    assert pd.isna(df.loc[1e6, "probe/shared/timbre"])  # never evaluated
+    assert pd.isna(df.loc[1e6, "probe/test/mlp/shared/timbre"])  # never evaluated
     report = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "r" / "div"),
                              "--out", str(tmp_path / "rep"), "--no-umap"],
                             capture_output=True, text=True, timeout=120)

@@ -51,6 +51,24 @@ def test_set_overrides_win_over_space_axes():
         assert cfg["gamma"] == 0.25 and cfg["epochs"] == 1
 
 
+def test_config_file_sets_every_trials_base_and_axes_and_set_still_win(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("hidden: 16\ngamma: 0.7\nepochs: 3\neval_every: 1\n")
+    args = parse_args(["--space", "smoke", "--config", str(base), "--set", "epochs=1"])
+    variants = [search_spaces.resolve_trial_config(v)
+                for v in expand_grid(build_param_space(search_spaces.load("smoke"), args))]
+    assert [v["hidden"] for v in variants] == [16, 16]  # the file beats the space's BASE (32)
+    assert sorted(v["gamma"] for v in variants) == [0.0, 0.5]  # the space's axis beats the file
+    assert {v["epochs"] for v in variants} == {1} and {v["eval_every"] for v in variants} == {1}
+
+
+def test_shipped_configs_are_valid():
+    from marl.config import Config
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        Config.from_dict(Config.from_file(path))
+
+
 def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     tmp_path, proc = smoke_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,9 +94,9 @@ OPTUNA_SPACE = '''
 from ray import tune
 SEARCH = "optuna"
 SPACE = {"gamma_log10": tune.uniform(-3.5, 0.0), "beta": tune.uniform(0.0, 0.5)}
-BASE = {"n_train_pairs": 256, "n_eval_pairs": 96, "epochs": 2, "batch_size": 64, "hidden": 32,
+BASE = {"n_train_pairs": 256, "n_test_pairs": 96, "n_val_pairs": 96, "epochs": 2, "batch_size": 64, "hidden": 32,
         "latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False}
-METRICS = ["probe/shared/timbre", "leakage"]
+METRICS = ["probe/val/mlp/shared/timbre", "leakage/val/mlp"]
 MODES = ["max", "min"]
 NUM_SAMPLES = 2
 NUM_TRIALS = 2
@@ -93,7 +111,7 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "r" / "my_space" / "results.parquet")
     assert len(df) == 2 and set(df["status"]) == {"ok"}
-    assert df["config/gamma"].nunique() == 2 and "leakage" in df
+    assert df["config/gamma"].nunique() == 2 and "leakage/test/mlp" in df
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -113,6 +131,8 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     (["--search", "optuna"], "--search"),
     (["--space", "optuna", "--scheduler", "asha"], "--scheduler"),
     (["--fuse", "4", "--scheduler", "asha"], "--fuse"),
+    (["--scheduler", "asha"], "eval_every"),
+    (["--config", "/nonexistent/base.yaml"], "config"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
     if "--storage" not in args:

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -46,7 +47,7 @@ def run_cli(*args, cwd=None):
                           text=True, timeout=240, cwd=cwd)
 
 
-TINY_FLAGS = ["--n-train-pairs", "256", "--n-eval-pairs", "96", "--epochs", "2", "--batch-size", "64",
+TINY_FLAGS = ["--n-train-pairs", "256", "--n-test-pairs", "96", "--n-val-pairs", "96", "--epochs", "2", "--batch-size", "64",
               "--hidden", "32", "--latent-dim", "4", "--probe-train-clips", "256", "--n-frames", "8"]
 
 
@@ -61,11 +62,15 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for latent in names.LATENTS:
         for task in names.TASKS:
-            assert 0.0 <= metrics[names.probe(latent, task)] <= 1.0
+            for split in names.SPLITS:
+                for kind in names.PROBE_KINDS:
+                    assert 0.0 <= metrics[names.probe(latent, task, split, kind)] <= 1.0
     for factor in names.TASKS:
         for sub in names.SUBSPACES:
             assert len(metrics[names.mi(factor, sub)]) == 4
-    for key in ("loss/recon", "loss/mi", "loss/tc", "loss/dim_kl", "separation", "mig/private", "mig/shared"):
+            assert metrics[names.mi_baseline(factor, sub)] >= 0.0
+    for key in ("loss/recon", "loss/mi", "loss/tc", "loss/dim_kl", names.SEPARATION, names.SELECTION,
+                names.LEAKAGE, "separation/test/linear", "mig/private", "mig/shared"):
         assert key in metrics
     latents = pd.read_parquet(out / "latents.parquet")
     assert len(latents) == 2 * 96
@@ -85,6 +90,8 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     (["--latent-dim", "0"], "latent_dim"),
     (["--estimator", "foo"], "estimator"),
     (["--arch", "transformer"], "arch"),
+    (["--probe-input", "median"], "probe_input"),
+    (["--logvar-min", "-100"], "logvar_min"),
     (["--epochs", "two"], "epochs"),
     (["--config", "/nonexistent/cfg.json"], "config"),
     (["--out", "/etc/hostname/run"], "out"),
@@ -97,6 +104,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_probing_posterior_samples_gives_other_codes_than_the_means(tiny_cfg):
+    from marl.evaluate import encode
+
+    data = load_dataset(tiny_cfg)
+    trainer = Trainer(tiny_cfg, data, torch.device("cpu"))
+    trainer.run_epoch()
+    means = encode(trainer.model, data.test, "cpu")
+    draws = [encode(trainer.model, data.test, "cpu", sample_seed=s) for s in (0, 0, 1)]
+    assert means["fused"].shape == (len(data.test), tiny_cfg.latent_dim)  # one code per pair
+    assert not np.allclose(draws[0]["shared"], means["shared"])
+    assert np.array_equal(draws[0]["private"], draws[1]["private"])  # seeded
+    assert not np.allclose(draws[0]["private"], draws[2]["private"])
+    # a draw lies within a few posterior standard deviations of its mean
+    assert np.abs(draws[0]["shared"] - means["shared"]).max() < 10
 
 
 def test_unparseable_config_file_is_rejected(tmp_path):
