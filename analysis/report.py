@@ -43,8 +43,11 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
     ablation = tables.ablation_table(df)
     # an ablation: reconstruction only beside settings with one loss term on
     if (ablation["term"] == "recon").any() and (ablation["term"] != "recon").any():
-        add_table("Loss ablation (probe accuracy, mean ± std over seeds)", ablation, "ablation",
-                  "Reconstruction plus one term at a time; `n_seeds` finished trials per row.")
+        add_table("Loss ablation (MLP probes, test accuracy, mean ± std over seeds)", ablation, "ablation",
+                  "Reconstruction plus one term at a time; `n_seeds` finished trials per row; "
+                  "separation is chance-corrected.")
+        add_table("Loss ablation (linear probes, test accuracy)", tables.ablation_table(df, "linear"),
+                  "ablation_linear")
         add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
         comparison = tables.paper_comparison(ablation)
         if not comparison.empty:

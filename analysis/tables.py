@@ -53,16 +53,19 @@ def ablation_setting(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(term=term, weight=weight)
 
 
-def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per term and weight: the four accuracies, mean ± std over seeds, and the seed count."""
+def ablation_table(df: pd.DataFrame, kind: str = "mlp") -> pd.DataFrame:
+    """Per term and weight: the four test accuracies of `kind` probes and the (chance-corrected)
+    test separation, mean ± std over seeds, and the seed count."""
     ok, excluded = usable(df)
     ok = ablation_setting(ok)
     ok = ok[ok["term"] != "mixed"]
     others = varying_config(ok, exclude={f"config/{t}" for t in TERMS})
-    table = summarise(ok, ["term", "weight", *others], [names.probe(*a.split("/")) for a in ACCURACIES])
+    metrics = [names.probe(*a.split("/"), "test", kind) for a in ACCURACIES] + [names.separation("test", kind)]
+    table = summarise(ok, ["term", "weight", *others], metrics)
     order = {"recon": 0, "alpha": 1, "beta": 2, "gamma": 3}
     table = table.sort_values(["term", "weight"], key=lambda s: s.map(order) if s.name == "term" else s)
-    table.columns = [c.replace(names.probe_prefix(), "") for c in table.columns]
+    table.columns = [c.replace(names.probe_prefix("test", kind), "").replace(f"/test/{kind}", "")
+                     for c in table.columns]
     table.attrs["n_excluded"] = excluded
     return table.reset_index(drop=True)
 
