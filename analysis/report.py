@@ -46,8 +46,9 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         add_table("Loss ablation (MLP probes, test accuracy, mean ± std over seeds)", ablation, "ablation",
                   "Reconstruction plus one term at a time; `n_seeds` finished trials per row; "
                   "separation is chance-corrected.")
-        add_table("Loss ablation (linear probes, test accuracy)", tables.ablation_table(df, "linear"),
-                  "ablation_linear")
+        if names.probe("shared", "pitch", "test", "linear") in ok:
+            add_table("Loss ablation (linear probes, test accuracy)", tables.ablation_table(df, "linear"),
+                      "ablation_linear")
         add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
         comparison = tables.paper_comparison(ablation)
         if not comparison.empty:
