@@ -73,7 +73,9 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
                       "setting's; converged: within 0.02. Sorted by cost (pair-epochs).")
 
     add_table("Mutual information (nats, mean over dimensions and seeds) and MIG",
-              tables.mi_summary(df), "mi_summary")
+              tables.mi_summary(df), "mi_summary",
+              "`mi_baseline`: the same estimate with the factor shuffled, i.e. the binned "
+              "estimator's bias; only MI above it carries information.")
 
     if ok["config/latent_dim"].nunique() > 1 if "config/latent_dim" in ok else False:
         size = tables.latent_size_table(df)

@@ -116,10 +116,11 @@ def matching(df: pd.DataFrame, values: dict) -> pd.DataFrame:
 
 
 def mi_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean MI (nats) per factor × subspace and MIG, per configuration, mean over seeds."""
+    """Mean MI (nats) per factor × subspace beside its shuffled-factor baseline, and MIG, per
+    configuration, mean over seeds."""
     ok, excluded = usable(df)
     keys = varying_config(ok) or ["experiment"]
-    metrics = [names.mi_mean(f, s) for f in names.TASKS for s in names.SUBSPACES] + \
+    metrics = [m(f, s) for f in names.TASKS for s in names.SUBSPACES for m in (names.mi_mean, names.mi_baseline)] + \
               [names.mig(s) for s in (*names.SUBSPACES, "both")]
     table = summarise(ok, keys, metrics)
     table = table[[c for c in table.columns if not c.endswith(" std")]]
