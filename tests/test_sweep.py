@@ -181,3 +181,15 @@ def test_fused_sweep_writes_one_row_per_configuration_matching_unfused(smoke_swe
     for ckpt in df["checkpoint"]:
         assert (Path(ckpt) / "latents.parquet").exists()
     assert len(pd.read_parquet(tmp_path / "r" / "smoke" / "epochs.parquet")) == 2 * 2
+
+
+def test_asha_stops_on_validation_separation_at_evaluation_epochs():
+    from marl.sweep import tune_config
+
+    args = parse_args(["--space", "smoke", "--scheduler", "asha", "--set", "eval_every=3"])
+    space = search_spaces.load("smoke")
+    scheduler = tune_config(space, args, eval_every=3).scheduler
+    assert scheduler._metric == names.SELECTION and scheduler._mode == "max"
+    assert scheduler._time_attr == "epoch"
+    rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]
+    assert rungs and all(m % 3 == 0 for m in rungs)  # every rung lands on an evaluation
