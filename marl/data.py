@@ -102,7 +102,7 @@ class Split:
 
 @dataclass
 class Dataset:
-    """Three disjoint splits: models and probes fit on `train`, model and probe selection use
+    """Three independently drawn splits: models and probes fit on `train`, model and probe selection use
     `val`, reported figures come from `test`."""
 
     train: Split

@@ -14,6 +14,7 @@ both validation and test clips. The pure metric functions (`mi_matrix`, `shuffle
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -82,8 +83,6 @@ def probe_accuracy(kind: str, train: tuple, val: tuple, test: tuple, seed: int =
     Adam epochs on train, stopped at the best val accuracy (patience MLP_PATIENCE).
     Inputs are standardised with training statistics.
     """
-    import warnings
-
     scaler = StandardScaler().fit(train[0])
     (zt, yt), (zv, yv), (zs, ys) = ((scaler.transform(z), y) for z, y in (train, val, test))
     best, best_val = None, -1.0
@@ -164,6 +163,7 @@ def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False)
     ys = {"train": labels(data.train, n_probe_pairs), "val": labels(data.val), "test": labels(data.test)}
 
     metrics: dict = {}
+    classes = n_classes(cfg)
     for kind in names.PROBE_KINDS:
         for latent in names.LATENTS:
             for task in names.TASKS:
@@ -173,8 +173,8 @@ def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False)
                 metrics[names.probe(latent, task, "val", kind)] = val_acc
                 metrics[names.probe(latent, task, "test", kind)] = test_acc
         for split in names.SPLITS:
-            metrics[names.separation(split, kind)] = names.separation_score(metrics, n_classes(cfg), split, kind)
-            metrics[names.leakage(split, kind)] = names.leakage_score(metrics, n_classes(cfg), split, kind)
+            metrics[names.separation(split, kind)] = names.separation_score(metrics, classes, split, kind)
+            metrics[names.leakage(split, kind)] = names.leakage_score(metrics, classes, split, kind)
 
     test, test_y = codes["test"], ys["test"]["private"]
     factors = np.stack([test_y[t] for t in names.TASKS], axis=1)
