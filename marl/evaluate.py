@@ -5,27 +5,21 @@ Each clip is encoded alone: private = its μ_p, shared = its μ_s (what a user h
 pitch), so its chance level is 1/n_classes and its ceiling 1. With `probe_input: sample` the
 codes are one posterior draw instead of the means.
 
-Probes (linear = logistic regression, mlp = one hidden layer) are fitted on training clips,
-select their regularisation or stopping epoch on validation clips, and report accuracy on
-both validation and test clips. The pure metric functions (`mi_matrix`, `shuffled_mi_matrix`,
-`mig`, `discretize`, the probes) take arrays and know nothing of models.
+Probes (linear = logistic regression, mlp = one hidden layer; `marl.probes`) are fitted on
+training clips, select their regularisation or stopping epoch on validation clips, and report
+accuracy on both validation and test clips. Every probe of every model evaluated together
+(the members of a packed trial) trains in one batched call on the models' device. The pure
+metric functions (`mi_matrix`, `shuffled_mi_matrix`, `mig`, `discretize`) take arrays and know
+nothing of models.
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import mutual_info_score
-from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
 
-from marl import names
+from marl import names, probes
 from marl.config import Config
 from marl.data import TIMBRES, Dataset, Split
 
@@ -40,14 +34,28 @@ def discretize(codes: np.ndarray, n_bins: int = 20) -> np.ndarray:
     return out
 
 
+def discrete_mi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MI in nats between the discrete column a (n,) and each column of b (n, D) -> (D,),
+    from contingency tables (sklearn's `mutual_info_score`, for all columns at once)."""
+    _, a = np.unique(a, return_inverse=True)
+    n, d = b.shape
+    b_codes = np.stack([np.unique(b[:, j], return_inverse=True)[1] for j in range(d)], axis=1)
+    na, nb = a.max() + 1, b_codes.max() + 1
+    index = (np.arange(d)[None] * na + a[:, None]) * nb + b_codes
+    joint = np.bincount(index.ravel(), minlength=d * na * nb).reshape(d, na, nb) / n
+    pa, pb = joint.sum(2, keepdims=True), joint.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(joint > 0, joint * np.log(joint / (pa * pb)), 0.0)
+    return np.maximum(terms.sum((1, 2)), 0.0)
+
+
 def mi_matrix(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20) -> np.ndarray:
     """MI in nats between each discrete factor (columns of factors) and each code dimension.
 
     codes: (n, D) continuous, factors: (n, F) discrete -> (F, D).
     """
     binned = discretize(codes, n_bins)
-    return np.array([[mutual_info_score(factors[:, f], binned[:, d])
-                      for d in range(codes.shape[1])] for f in range(factors.shape[1])])
+    return np.stack([discrete_mi(factors[:, f], binned) for f in range(factors.shape[1])])
 
 
 def shuffled_mi_matrix(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20,
@@ -60,8 +68,8 @@ def shuffled_mi_matrix(codes: np.ndarray, factors: np.ndarray, n_bins: int = 20,
 
 
 def entropy(factor: np.ndarray) -> float:
-    """H(factor) in nats; equals mutual_info_score(factor, factor)."""
-    return float(mutual_info_score(factor, factor))
+    """H(factor) in nats; equals the MI of a factor with itself."""
+    return float(discrete_mi(factor, factor[:, None])[0])
 
 
 def mig(mi: np.ndarray, entropies: np.ndarray) -> float:
@@ -70,45 +78,6 @@ def mig(mi: np.ndarray, entropies: np.ndarray) -> float:
         return float(np.mean(mi[:, 0] / entropies))
     top = np.sort(mi, axis=1)[:, ::-1]
     return float(np.mean((top[:, 0] - top[:, 1]) / entropies))
-
-
-LINEAR_C = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried, chosen on validation
-MLP_MAX_EPOCHS, MLP_PATIENCE = 200, 10
-
-
-def probe_accuracy(kind: str, train: tuple, val: tuple, test: tuple, seed: int = 0) -> tuple[float, float]:
-    """Fit a probe on train (z, y), select on val, return (val accuracy, test accuracy).
-
-    linear: logistic regression, C chosen from LINEAR_C on val. mlp: one hidden layer of 64,
-    Adam epochs on train, stopped at the best val accuracy (patience MLP_PATIENCE).
-    Inputs are standardised with training statistics.
-    """
-    scaler = StandardScaler().fit(train[0])
-    (zt, yt), (zv, yv), (zs, ys) = ((scaler.transform(z), y) for z, y in (train, val, test))
-    best, best_val = None, -1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if kind == "linear":
-            for c in LINEAR_C:
-                clf = LogisticRegression(C=c, max_iter=300).fit(zt, yt)
-                score = clf.score(zv, yv)
-                if score > best_val:
-                    best, best_val = clf, score
-        elif kind == "mlp":
-            clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=seed)
-            classes, stale = np.unique(np.concatenate([yt, yv, ys])), 0
-            for _ in range(MLP_MAX_EPOCHS):
-                clf.partial_fit(zt, yt, classes=classes)
-                score = clf.score(zv, yv)
-                if score > best_val:
-                    best, best_val, stale = copy.deepcopy(clf), score, 0
-                else:
-                    stale += 1
-                    if stale >= MLP_PATIENCE:
-                        break
-        else:
-            raise ValueError(f"unknown probe kind {kind!r}")
-    return float(best_val), float(best.score(zs, ys))
 
 
 # ---------------------------------------------------------------- encoding
@@ -155,49 +124,66 @@ def n_classes(cfg: Config) -> dict[str, int]:
 # ---------------------------------------------------------------- the whole evaluation
 def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False):
     """Metrics (names from marl.names) and a DataFrame of test latents with their factors."""
-    sample = cfg.seed if cfg.probe_input == "sample" else None
-    n_probe_pairs = max(1, cfg.probe_train_clips // 2)
-    codes = {"train": encode(model, data.train, device, n_probe_pairs, sample),
-             "val": encode(model, data.val, device, None, sample),
-             "test": encode(model, data.test, device, None, sample)}
+    return evaluate_members([model], [cfg], data, device, with_umap)[0]
+
+
+def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
+                     with_umap: bool = False) -> list[tuple[dict, pd.DataFrame]]:
+    """`evaluate` for several models on one dataset; all their probes train as one batch."""
+    n_probe_pairs = max(1, cfgs[0].probe_train_clips // 2)
     ys = {"train": labels(data.train, n_probe_pairs), "val": labels(data.val), "test": labels(data.test)}
+    codes = []
+    for model, cfg in zip(models, cfgs):
+        sample = cfg.seed if cfg.probe_input == "sample" else None
+        codes.append({"train": encode(model, data.train, device, n_probe_pairs, sample),
+                      "val": encode(model, data.val, device, None, sample),
+                      "test": encode(model, data.test, device, None, sample)})
 
-    metrics: dict = {}
-    classes = n_classes(cfg)
+    keys = [(i, latent, task) for i in range(len(models)) for latent in names.LATENTS for task in names.TASKS]
+    classes = n_classes(cfgs[0])
+    problems = [{**{s: (codes[i][s][latent], ys[s][latent][task]) for s in probes.SPLITS},
+                 "n_classes": classes[task]} for i, latent, task in keys]
+    metrics: list[dict] = [{} for _ in models]
     for kind in names.PROBE_KINDS:
-        for latent in names.LATENTS:
-            for task in names.TASKS:
-                val_acc, test_acc = probe_accuracy(
-                    kind, *[(codes[s][latent], ys[s][latent][task]) for s in ("train", "val", "test")],
-                    seed=cfg.seed)
-                metrics[names.probe(latent, task, "val", kind)] = val_acc
-                metrics[names.probe(latent, task, "test", kind)] = test_acc
-        for split in names.SPLITS:
-            metrics[names.separation(split, kind)] = names.separation_score(metrics, classes, split, kind)
-            metrics[names.leakage(split, kind)] = names.leakage_score(metrics, classes, split, kind)
+        for (i, latent, task), (val_acc, test_acc) in zip(keys, probes.fit_many(kind, problems, device, cfgs[0].seed)):
+            metrics[i][names.probe(latent, task, "val", kind)] = val_acc
+            metrics[i][names.probe(latent, task, "test", kind)] = test_acc
+        for m in metrics:
+            for split in names.SPLITS:
+                m[names.separation(split, kind)] = names.separation_score(m, classes, split, kind)
+                m[names.leakage(split, kind)] = names.leakage_score(m, classes, split, kind)
 
-    test, test_y = codes["test"], ys["test"]["private"]
-    factors = np.stack([test_y[t] for t in names.TASKS], axis=1)
+    out = []
+    for m, member_codes, cfg in zip(metrics, codes, cfgs):
+        m.update(information_metrics(member_codes["test"], ys["test"]["private"], cfg.seed))
+        latents = latents_frame(data.test, member_codes["test"])
+        if with_umap:
+            from marl.plots import umap_embedding  # imports matplotlib and umap: only when asked for
+
+            for subspace in ("private", "both", "shared"):
+                emb = umap_embedding(member_codes["test"][subspace], cfg.seed)
+                latents[f"umap_{subspace}_x"], latents[f"umap_{subspace}_y"] = emb[:, 0], emb[:, 1]
+        out.append((m, latents))
+    return out
+
+
+def information_metrics(codes: dict[str, np.ndarray], task_labels: dict[str, np.ndarray],
+                        seed: int = 0) -> dict:
+    """MI matrices, their means and shuffled baselines, and MIG, of per-clip test codes."""
+    factors = np.stack([task_labels[t] for t in names.TASKS], axis=1)
     entropies = np.array([entropy(factors[:, i]) for i in range(factors.shape[1])])
+    metrics: dict = {}
     for subspace in (*names.SUBSPACES, "both"):
-        mi = mi_matrix(test[subspace], factors)
+        mi = mi_matrix(codes[subspace], factors)
         metrics[names.mig(subspace)] = mig(mi, entropies)
         if subspace == "both":
             continue
-        baseline = shuffled_mi_matrix(test[subspace], factors, seed=cfg.seed)
+        baseline = shuffled_mi_matrix(codes[subspace], factors, seed=seed)
         for i, task in enumerate(names.TASKS):
             metrics[names.mi(task, subspace)] = mi[i].tolist()
             metrics[names.mi_mean(task, subspace)] = float(mi[i].mean())
             metrics[names.mi_baseline(task, subspace)] = float(baseline[i].mean())
-
-    latents = latents_frame(data.test, test)
-    if with_umap:
-        from marl.plots import umap_embedding  # imports matplotlib and umap: only when asked for
-
-        for subspace in ("private", "both", "shared"):
-            emb = umap_embedding(test[subspace], cfg.seed)
-            latents[f"umap_{subspace}_x"], latents[f"umap_{subspace}_y"] = emb[:, 0], emb[:, 1]
-    return metrics, latents
+    return metrics
 
 
 def latents_frame(split: Split, codes: dict[str, np.ndarray]) -> pd.DataFrame:

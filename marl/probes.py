@@ -1,0 +1,203 @@
+"""Probes as batched torch modules: every (member × latent × task) probe of a trial in one call.
+
+A probe problem is (train, val, test) codes with integer labels. P problems with the same number
+of rows per split are stacked into (P, N, D) tensors — narrower codes zero-padded to the widest
+D, fewer classes masked out of the softmax — and trained together on the trainer's device:
+
+- linear: multinomial logistic regression with sklearn's penalty, ½‖W‖² + C·Σ cross-entropy,
+  one copy per C in LINEAR_C, full-batch Adam; the C with the best validation accuracy wins.
+- mlp: one hidden layer of 64 ReLUs, Adam, minibatches, sklearn's L2 of 1e-4; the weights of
+  the epoch with the best validation accuracy are kept (patience MLP_PATIENCE).
+
+Adam is element-wise, so stacked problems train exactly as they would one at a time; each
+problem's codes are standardised with its own training statistics. `tests/test_probes.py`
+holds these probes to sklearn's LogisticRegression and MLPClassifier within ±0.03.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LINEAR_C = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried, chosen on validation
+LINEAR_STEPS = 300  # L-BFGS iterations at most (sklearn: max_iter=300)
+MLP_HIDDEN, MLP_ALPHA, MLP_LR, MLP_BATCH = 64, 1e-4, 4e-3, 1024  # sklearn: 1e-3, 200
+MLP_MAX_EPOCHS, MLP_PATIENCE, MLP_TOL = 200, 10, 1e-3
+KINDS = ("linear", "mlp")
+SPLITS = ("train", "val", "test")
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """(P, N, D) codes scaled by each problem's training mean and std (constant columns: 1)."""
+    mean = train.mean(1, keepdim=True)
+    std = train.std(1, unbiased=False, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def _class_mask(n_classes: torch.Tensor, width: int) -> torch.Tensor | None:
+    """(P, width) True where a class exists for that problem; None when all problems have all."""
+    if bool((n_classes == width).all()):
+        return None
+    return torch.arange(width, device=n_classes.device)[None] < n_classes[:, None]
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == y).float().mean(-1)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per problem: logits (P, N, C), labels (P, N) -> (P,)."""
+    picked = logits.gather(-1, y[..., None])[..., 0]
+    return (torch.logsumexp(logits, -1) - picked).mean(-1)
+
+
+def _masked(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return logits if mask is None else logits.masked_fill(~mask[:, None], float("-inf"))
+
+
+def _linear_logits(w, b, x, mask):
+    return _masked(torch.baddbmm(b[:, None], x, w), mask)
+
+
+def fit_linear(train, val, test, n_classes, seed: int = 0):
+    """Batched logistic regression; returns (val accuracy, test accuracy), each (P,)."""
+    (xt, yt), (xv, yv), (xs, ys) = train, val, test
+    xt, xv, xs = standardise(xt, xv, xs)
+    p, n, d = xt.shape
+    c_count = len(LINEAR_C)
+    width = int(n_classes.max())
+    mask = _class_mask(n_classes, width)
+    mask = None if mask is None else mask.repeat_interleave(c_count, 0)
+    # problem i with C_j is row i * len(LINEAR_C) + j
+    rep = lambda t: t.repeat_interleave(c_count, 0)  # noqa: E731
+    xt_r, yt_r = rep(xt), rep(yt)
+    inv_c = torch.tensor([1 / c for c in LINEAR_C], device=xt.device).repeat(p)
+    w = torch.zeros(p * c_count, d, width, device=xt.device, requires_grad=True)
+    b = torch.zeros(p * c_count, width, device=xt.device, requires_grad=True)
+    # The problems are independent, so L-BFGS on their sum minimises each one.
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=LINEAR_STEPS, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        logits = _linear_logits(w, b, xt_r, mask)
+        ce = _cross_entropy(logits, yt_r)
+        # sklearn's ½‖W‖² + C·Σce, divided by C·n: the same minimiser, a well-scaled loss
+        loss = (ce + 0.5 * inv_c / n * w.pow(2).sum((1, 2))).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        val_acc = _accuracy(_linear_logits(w, b, rep(xv), mask), rep(yv)).view(p, c_count)
+        test_acc = _accuracy(_linear_logits(w, b, rep(xs), mask), rep(ys)).view(p, c_count)
+        best = val_acc.argmax(1, keepdim=True)  # ties: the smallest C, as a loop over C would
+    return val_acc.gather(1, best)[:, 0], test_acc.gather(1, best)[:, 0]
+
+
+def _mlp_logits(params, x, mask):
+    w1, b1, w2, b2 = params
+    h = torch.relu(torch.baddbmm(b1[:, None], x, w1))
+    return _masked(torch.baddbmm(b2[:, None], h, w2), mask)
+
+
+def fit_mlp(train, val, test, n_classes, seed: int = 0):
+    """Batched one-hidden-layer MLPs with early stopping on validation accuracy; returns
+    (val accuracy, test accuracy), each (P,)."""
+    (xt, yt), (xv, yv), (xs, ys) = train, val, test
+    xt, xv, xs = standardise(xt, xv, xs)
+    p, n, d = xt.shape
+    dev = xt.device
+    width = int(n_classes.max())
+    mask = _class_mask(n_classes, width)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+
+    def glorot(fan_in, fan_out):  # sklearn's initialisation for ReLU layers
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        return (torch.rand(p, fan_in, fan_out, generator=gen, device=dev) * 2 - 1) * bound
+
+    params = [glorot(d, MLP_HIDDEN), torch.zeros(p, MLP_HIDDEN, device=dev),
+              glorot(MLP_HIDDEN, width), torch.zeros(p, width, device=dev)]
+    for t in params:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=MLP_LR)
+    best = [t.detach().clone() for t in params]
+    best_val = torch.full((p,), -1.0, device=dev)
+    stale = torch.zeros(p, dtype=torch.long, device=dev)
+    batch = min(MLP_BATCH, n)
+    for _ in range(MLP_MAX_EPOCHS):
+        perm = torch.randperm(n, generator=gen, device=dev)
+        for start in range(0, n, batch):
+            idx = perm[start:start + batch]
+            logits = _mlp_logits(params, xt[:, idx], mask)
+            ce = _cross_entropy(logits, yt[:, idx])
+            l2 = params[0].pow(2).sum((1, 2)) + params[2].pow(2).sum((1, 2))
+            loss = (ce + 0.5 * MLP_ALPHA * l2 / len(idx)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = _accuracy(_mlp_logits(params, xv, mask), yv)
+            better = acc > best_val + MLP_TOL
+            for kept, now in zip(best, params):
+                kept.copy_(torch.where(better.view(-1, *[1] * (now.dim() - 1)), now, kept))
+            best_val = torch.where(better, acc, best_val)
+            stale = torch.where(better, torch.zeros_like(stale), stale + 1)
+        if bool((stale >= MLP_PATIENCE).all()):  # the epoch's one host synchronisation
+            break
+
+    with torch.no_grad():
+        return best_val, _accuracy(_mlp_logits(best, xs, mask), ys)
+
+
+def fit(kind: str, train, val, test, n_classes, seed: int = 0):
+    """(val accuracy, test accuracy) of P stacked probes of one kind.
+
+    train, val, test: ((P, N, D) float codes, (P, N) long labels); n_classes: (P,) long.
+    """
+    if kind == "linear":
+        return fit_linear(train, val, test, n_classes, seed)
+    if kind == "mlp":
+        return fit_mlp(train, val, test, n_classes, seed)
+    raise ValueError(f"unknown probe kind {kind!r}")
+
+
+def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> list[tuple[float, float]]:
+    """(val accuracy, test accuracy) of each problem, in order.
+
+    A problem is a dict of numpy arrays {"train": (z, y), "val": (z, y), "test": (z, y)} and
+    "n_classes". Problems with the same row counts and class count are stacked and trained in
+    one batched call on `device`.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, prob in enumerate(problems):
+        key = (*(len(prob[s][1]) for s in SPLITS), prob["n_classes"])
+        groups.setdefault(key, []).append(i)
+    out: list = [None] * len(problems)
+    for members in groups.values():
+        batch = [problems[i] for i in members]
+        splits = [(stack([b[s][0] for b in batch], device=device),
+                   stack([b[s][1] for b in batch], dtype=torch.long, device=device)) for s in SPLITS]
+        n_classes = torch.tensor([b["n_classes"] for b in batch], device=device)
+        val, test = fit(kind, *splits, n_classes, seed)
+        for i, v, t in zip(members, val.tolist(), test.tolist()):
+            out[i] = (v, t)
+    return out
+
+
+def accuracy(kind: str, train: tuple, val: tuple, test: tuple, n_classes: int | None = None,
+             seed: int = 0) -> tuple[float, float]:
+    """(val accuracy, test accuracy) of one probe on numpy (z, y) splits."""
+    n_classes = n_classes or int(max(y.max() for _, y in (train, val, test))) + 1
+    problem = {"train": train, "val": val, "test": test, "n_classes": n_classes}
+    return fit_many(kind, [problem], seed=seed)[0]
+
+
+def stack(arrays: list, width: int | None = None, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Stack (N, D_i) arrays (or (N,) labels) into one tensor, zero-padding D to the widest."""
+    tensors = [torch.as_tensor(a, dtype=dtype) for a in arrays]
+    if tensors[0].dim() == 2:
+        width = width or max(t.shape[1] for t in tensors)
+        tensors = [F.pad(t, (0, width - t.shape[1])) for t in tensors]
+    return torch.stack(tensors).to(device)

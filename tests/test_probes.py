@@ -1,0 +1,90 @@
+"""The batched torch probes against sklearn's, and their batching (padding, class masks)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+from marl import probes
+
+
+def sklearn_accuracy(kind, train, val, test, seed=0):
+    """The reference: sklearn's probes with the same selection on validation clips."""
+    scaler = StandardScaler().fit(train[0])
+    (zt, yt), (zv, yv), (zs, ys) = ((scaler.transform(z), y) for z, y in (train, val, test))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if kind == "linear":
+            fits = [LogisticRegression(C=c, max_iter=300).fit(zt, yt) for c in probes.LINEAR_C]
+            best = max(fits, key=lambda clf: clf.score(zv, yv))  # first of ties, as the probes
+            return best.score(zv, yv), best.score(zs, ys)
+        clf = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=False, random_state=seed)
+        classes, best, best_val, stale = np.unique(yt), None, -1.0, 0
+        for _ in range(probes.MLP_MAX_EPOCHS):
+            clf.partial_fit(zt, yt, classes=classes)
+            score = clf.score(zv, yv)
+            if score > best_val:
+                best, best_val, stale = (clf.coefs_[0].copy(), clf.coefs_[1].copy(),
+                                         clf.intercepts_[0].copy(), clf.intercepts_[1].copy()), score, 0
+            elif (stale := stale + 1) >= probes.MLP_PATIENCE:
+                break
+        clf.coefs_[0], clf.coefs_[1], clf.intercepts_[0], clf.intercepts_[1] = best
+        return best_val, clf.score(zs, ys)
+
+
+def fixture(n_classes, dim, noise, seed, n=(1600, 600, 600)):
+    """Codes of a factor: class centres on a curved manifold plus noise, with nuisance dims."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, sum(n))
+    t = y / n_classes * 3.0
+    signal = np.stack([np.cos(t), np.sin(t), t - 1.5], axis=1)
+    z = np.concatenate([signal, np.zeros((len(y), dim - 3))], axis=1) @ rng.normal(size=(dim, dim))
+    z += rng.normal(0, noise, z.shape)
+    cuts = np.cumsum(n)[:-1]
+    return tuple(zip(np.split(z, cuts), np.split(y, cuts)))
+
+
+CASES = [(4, 8, 1.5, 0), (21, 8, 0.3, 1), (21, 16, 0.8, 2)]
+
+
+@pytest.mark.parametrize("kind", probes.KINDS)
+def test_torch_probes_agree_with_sklearn_within_three_points(kind):
+    problems = [dict(zip(("train", "val", "test"), fixture(*case)), n_classes=case[0]) for case in CASES]
+    ours = probes.fit_many(kind, problems)
+    for case, problem, (val, test) in zip(CASES, problems, ours):
+        ref_val, ref_test = sklearn_accuracy(kind, problem["train"], problem["val"], problem["test"])
+        assert 0.2 < ref_test < 0.99, case  # chance: .25 or .048  # neither trivial nor hopeless: agreement means something
+        assert test == pytest.approx(ref_test, abs=0.03), (case, test, ref_test)
+        assert val == pytest.approx(ref_val, abs=0.03), (case, val, ref_val)
+
+
+@pytest.mark.parametrize("kind", probes.KINDS)
+def test_a_problem_stacked_with_wider_and_larger_ones_scores_as_it_does_alone(kind):
+    # padding a 4-class, 8-dim problem to 21 classes and 16 dims must not change what it learns
+    small = dict(zip(("train", "val", "test"), fixture(4, 8, 1.5, 0)), n_classes=4)
+    wide = dict(zip(("train", "val", "test"), fixture(21, 16, 0.8, 2)), n_classes=21)
+    splits = [(probes.stack([p[s][0] for p in (small, wide)]),
+               probes.stack([p[s][1] for p in (small, wide)], dtype=torch.long)) for s in probes.SPLITS]
+    stacked = probes.fit(kind, *splits, torch.tensor([4, 21]))
+    alone = probes.fit_many(kind, [small])[0]
+    assert stacked[1][0].item() == pytest.approx(alone[1], abs=0.02)
+
+
+def test_masked_classes_are_never_predicted():
+    (train, val, test) = fixture(4, 8, 1.5, 0)
+    logits = probes._masked(torch.zeros(1, 5, 21), probes._class_mask(torch.tensor([4]), 21))
+    assert logits.argmax(-1).max() < 4
+    assert probes._class_mask(torch.tensor([21, 21]), 21) is None  # nothing to mask: no cost
+
+
+def test_standardise_uses_training_statistics_and_leaves_constant_columns_finite():
+    train = torch.tensor([[[1.0, 5.0], [3.0, 5.0]]])
+    test = torch.tensor([[[2.0, 7.0]]])
+    t, s = probes.standardise(train, test)
+    assert torch.allclose(t, torch.tensor([[[-1.0, 0.0], [1.0, 0.0]]]))
+    assert torch.allclose(s, torch.tensor([[[0.0, 2.0]]]))
