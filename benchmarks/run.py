@@ -1,8 +1,11 @@
-"""Measure MARL's speed on this machine: `python benchmarks/run.py --json PATH [--sweep]`.
+"""Measure MARL's speed on whatever device is present: `python benchmarks/run.py --json PATH`.
 
-Writes JSON with trial_seconds, pairs_per_second, matmul_peak_gflops, mfu, fused_speedup
-(with K), a breakdown of a default trial (data, training, evaluation, Ray overhead) and the
-machine it ran on. --sweep adds the wall time of the 30-trial paper ablation.
+Writes JSON naming the machine and its device, with a default trial's `trial_seconds`,
+`training_seconds` and `evaluation_seconds` (and `evaluation_share`), pairs_per_second,
+matmul_peak_gflops, mfu, `packed_speedup` per K (training steps of K packed configurations
+against K steps of one), checkpoint size and write time, and Ray's overhead per trial.
+--sweep adds `paper_ablation_seconds`, the wall time of plain `python -m marl.sweep`;
+--paper-scale adds `paper_ablation_paper_scale_seconds` (configs/paper_scale.yaml; hours on a CPU).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from marl.config import Config  # noqa: E402
 from marl.data import load_dataset  # noqa: E402
-from marl.fused import FusedTrainer  # noqa: E402
 from marl.train import Trainer, objective, pick_device  # noqa: E402
 
 
@@ -58,11 +60,38 @@ def step_flops(trainer: Trainer) -> int:
     batch = trainer.train_x[: cfg.batch_size]
     noise = torch.randn(3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
     with FlopCounterMode(display=False) as counter:
-        terms = objective(trainer.model, batch[:, 0], batch[:, 1], noise, trainer.weights,
+        terms = objective(trainer.member(0), batch[:, 0], batch[:, 1], noise, trainer.weights[0],
                           trainer.train_x.shape[0], cfg.estimator)
         terms.total.backward()
-    trainer.opt.zero_grad(set_to_none=True)
     return counter.get_total_flops()
+
+
+def step_seconds(trainer: Trainer, steps: int = 5) -> float:
+    """Seconds per training step of all the trainer's members (after one warm-up step)."""
+    cfg, k = trainer.cfg, len(trainer)
+    batch = trainer.train_x[: cfg.batch_size].expand(k, *trainer.train_x[: cfg.batch_size].shape)
+    noise = torch.randn(k, 3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
+
+    def step():
+        terms = trainer.batch_terms(batch, noise)
+        trainer.opt.zero_grad(set_to_none=True)
+        terms[:, 0].sum().backward()
+        trainer.opt.step()
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def checkpoint_figures(trainer: Trainer) -> dict:
+    """Size and write time of the trainer state a trial checkpoints."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "trainer.pt"
+        _, seconds = timed(torch.save, trainer.state_dict(), path)
+        return {"bytes": path.stat().st_size, "seconds": seconds}
 
 
 def ray_overhead_seconds(n_trials: int = 4) -> float:
@@ -79,11 +108,21 @@ def ray_overhead_seconds(n_trials: int = 4) -> float:
     return float(out.stdout.strip().splitlines()[-1]) / n_trials
 
 
+def sweep_seconds(*extra: str) -> float:
+    with tempfile.TemporaryDirectory() as storage:
+        _, seconds = timed(subprocess.run, [sys.executable, "-m", "marl.sweep", "--storage", storage, *extra],
+                           check=True, capture_output=True)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True, help="where to write the figures")
-    parser.add_argument("--fuse-k", type=int, default=16, help="configurations per fused model")
+    parser.add_argument("--pack-k", default=None,
+                        help="comma-separated K for packed_speedup (default: 16,64,256 on CUDA, 16 on CPU)")
     parser.add_argument("--sweep", action="store_true", help="also time the 30-trial paper ablation")
+    parser.add_argument("--paper-scale", action="store_true",
+                        help="also time the paper ablation at configs/paper_scale.yaml")
     args = parser.parse_args()
 
     cfg = Config.from_dict({"umap": False})
@@ -100,49 +139,49 @@ def main() -> None:
         os.environ["MARL_CACHE"] = cache
         _, res["data_generate_seconds"] = timed(load_dataset, cfg)
         data, data_load = timed(load_dataset, cfg)  # what a trial pays once the node has it
+
+        # a default trial, measured end to end in this process: training, then evaluation
         trainer = Trainer(cfg, data, device)
         flops = step_flops(trainer)
-        trainer.run_epoch()  # warm-up
+        trainer = Trainer(cfg, data, device)
         epoch_times = []
-        for _ in range(2):
+        for _ in range(cfg.epochs):
             _, t = timed(trainer.run_epoch)
             epoch_times.append(t)
-        epoch = min(epoch_times)
+        _, evaluation = timed(trainer.evaluate, False)
+        training = sum(epoch_times)
+        res["training_seconds"], res["evaluation_seconds"] = training, evaluation
+        res["trial_seconds"] = data_load + training + evaluation
+        res["evaluation_share"] = evaluation / res["trial_seconds"]
+        epoch = min(epoch_times[1:])
         n_batches = cfg.n_train_pairs // cfg.batch_size
         res["pairs_per_second"] = n_batches * cfg.batch_size / epoch
         res["train_flops_per_second_g"] = flops * n_batches / epoch / 1e9
         res["mfu"] = res["train_flops_per_second_g"] / res["matmul_peak_gflops"]
-        _, evaluation = timed(trainer.evaluate, False)
+        res["checkpoint"] = checkpoint_figures(trainer)
         amp = Trainer(cfg.replace(amp=True), data, device)
         amp.run_epoch()  # warm-up
         _, amp_epoch = timed(amp.run_epoch)
         res["amp_pairs_per_second"] = n_batches * cfg.batch_size / amp_epoch  # bf16 autocast
+        res["breakdown_seconds"] = {"data": data_load, "training": training, "evaluation": evaluation,
+                                    "ray_overhead_per_trial": ray_overhead_seconds()}
 
-        # a default trial, wall, measured end to end in this process
-        def trial():
-            t = Trainer(cfg, load_dataset(cfg), device)
-            for _ in range(cfg.epochs):
-                t.run_epoch()
-            t.evaluate(False)
-        _, res["trial_seconds"] = timed(trial)
-        res["breakdown_seconds"] = {
-            "data": data_load, "training": epoch * cfg.epochs, "evaluation": evaluation,
-            "ray_overhead_per_trial": ray_overhead_seconds()}
-
-        k = args.fuse_k
-        members = [cfg.replace(seed=i, gamma=[0.0, 0.1, 0.5, 1.0][i % 4]) for i in range(k)]
-        fused = FusedTrainer(members, data, device)
-        fused.run_epoch()  # warm-up
-        _, fused_epoch = timed(fused.run_epoch)
-        res["fused_k"] = k
-        res["fused_pairs_per_second"] = k * n_batches * cfg.batch_size / fused_epoch
-        res["fused_speedup"] = res["fused_pairs_per_second"] / res["pairs_per_second"]
+        ks = [int(k) for k in (args.pack_k or ("16,64,256" if device.type == "cuda" else "16")).split(",")]
+        one = step_seconds(Trainer(cfg, data, device))
+        res["packed_speedup"], res["packed_checkpoint"] = {}, {}
+        for k in ks:
+            members = [cfg.replace(seed=i, gamma=[0.0, 0.1, 0.5, 1.0][i % 4]) for i in range(k)]
+            packed = Trainer(members, data, device)
+            res["packed_speedup"][str(k)] = k * one / step_seconds(packed)
+            res["packed_checkpoint"][str(k)] = checkpoint_figures(packed)
+            print(f"K={k}: {res['packed_speedup'][str(k)]:.1f}x", file=sys.stderr)
+            del packed
 
     if args.sweep:
-        with tempfile.TemporaryDirectory() as storage:
-            _, res["paper_ablation_seconds"] = timed(
-                subprocess.run, [sys.executable, "-m", "marl.sweep", "--storage", storage],
-                check=True, capture_output=True)
+        res["paper_ablation_seconds"] = sweep_seconds()
+    if args.paper_scale:
+        res["paper_ablation_paper_scale_seconds"] = sweep_seconds(
+            "--config", str(Path(__file__).resolve().parents[1] / "configs" / "paper_scale.yaml"))
     Path(args.json).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
 

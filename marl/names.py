@@ -16,6 +16,11 @@ LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl")
 DIVERGED = "diverged"
 
 
+def member_prefix(i: int, packed: bool = True) -> str:
+    """What prefixes member i's metrics (and names its checkpoint folder) in a packed trial."""
+    return f"m{i}/" if packed else ""
+
+
 def probe_prefix(split: str = "test", kind: str = "mlp") -> str:
     return f"probe/{split}/{kind}/"
 

@@ -1,12 +1,20 @@
 """Run a study as a Ray Tune sweep: `python -m marl.sweep [--space NAME|PATH] ...`.
 
 On a laptop it starts an embedded Ray; with `--address auto` the same command runs on a
-cluster. At the end it writes `<storage>/<name>/results.parquet` (one row per trial, errored
-ones included) and `<storage>/<name>/epochs.parquet` (every report), and prints a summary.
+cluster. At the end it writes `<storage>/<name>/results.parquet` (one row per configuration,
+errored ones included) and `<storage>/<name>/epochs.parquet` (every report), and prints a summary.
+
+GPUs are used by default: with `--gpus-per-trial auto` each trial gets a share of the cluster's
+GPUs when it has any (and trains and evaluates on CUDA), and the CPU otherwise. With `--pack auto`
+grid points that differ only in alpha/beta/gamma/seed train together as one batched model per
+trial (up to PACK_CAP) when trials get GPUs; on CPUs packing does not pay (docs/performance.md)
+and each configuration is its own trial. Every configuration is resolved before Ray starts,
+so each trial's config (Ray's table, `ResultGrid`) holds exactly the values it trains with.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
@@ -20,12 +28,12 @@ from marl import names
 from marl.cli import ArgumentParser, parse_key_values
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
-from marl.files import check_writable, replace_atomically
+from marl.files import check_writable
+from marl.results import EPOCHS_FILE, RESULTS_FILE, is_uri, results_frames, summary_table, write_parquet
 
-RESULTS_FILE = "results.parquet"
-EPOCHS_FILE = "epochs.parquet"
-SUMMARY_COLUMNS = [names.probe("private", "timbre"), names.probe("shared", "timbre"),
-                   names.probe("private", "pitch"), names.probe("shared", "pitch"), names.SEPARATION]
+AUTO = "auto"
+PACK_CAP = 64  # members per packed trial on a GPU: 31x the throughput of one at K=64, 35x at 256
+PACK_MEMORY_BYTES = 16 * 2**30  # what auto packing lets one trial's members take on its GPU
 
 
 @dataclass
@@ -37,18 +45,33 @@ class SweepArgs:
     name: str = ""  # experiment name; default: the space's name
     num_samples: int = 0  # grid repeats or Optuna trials; 0 = the space's own
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0  # fractions pack several trials on one GPU
+    gpus_per_trial: float | str = AUTO  # auto: a share of a GPU when the cluster has GPUs, else 0
+    pack: int | str = AUTO  # configurations per trial; auto: up to PACK_CAP on GPUs, 1 on CPUs
     address: str = ""  # "" = embedded local Ray; "auto" joins a running cluster
     num_cpus: int = 0  # CPUs of the embedded Ray; 0 = all
     search: str = ""  # grid | optuna; default: the space's own
     scheduler: str = "none"  # none | asha (early-stops on validation separation; needs eval_every)
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
-    fuse: int = 1  # train up to K compatible grid points as one fused model per trial
+    checkpoint_every: int = 5  # epochs between checkpoints (also at evaluations and the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept per trial
     resume: bool = False
     overwrite: bool = False
     config: str = ""  # JSON/YAML file of config fields for every trial (over the space's BASE)
     sets: tuple = ()  # key=value config overrides for every trial (over everything)
+
+
+def auto_or(kind, flag: str):
+    """argparse type: the word auto, or a number of the given kind."""
+    def parse(text: str):
+        if text == AUTO:
+            return AUTO
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    parse.__name__ = flag
+    return parse
 
 
 def parse_args(argv=None) -> SweepArgs:
@@ -59,16 +82,24 @@ def parse_args(argv=None) -> SweepArgs:
     p.add_argument("--name", default=d.name, help="experiment name (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=d.num_samples)
     p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
-    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
+    p.add_argument("--gpus-per-trial", type=auto_or(float, "gpus"), default=d.gpus_per_trial,
+                   help="GPUs per trial; 'auto' (default): a share of the cluster's GPUs when it has "
+                        "any, so trials train on CUDA, else 0 and they train on the CPU")
     p.add_argument("--address", default=d.address, help="Ray address; 'auto' joins a running cluster")
     p.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the embedded Ray (0: all)")
     p.add_argument("--search", choices=["grid", "optuna"], default=d.search or None)
     p.add_argument("--scheduler", choices=["none", "asha"], default=d.scheduler)
     p.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
     p.add_argument("--max-failures", type=int, default=d.max_failures)
-    p.add_argument("--fuse", type=int, default=d.fuse, metavar="K",
-                   help="pack up to K grid points that differ only in alpha/beta/gamma/seed into one "
-                        "trial, trained as one batched model (default: 1, no fusing)")
+    p.add_argument("--pack", type=auto_or(int, "pack"), default=d.pack, metavar="K",
+                   help=f"train up to K grid points that differ only in alpha/beta/gamma/seed as one "
+                        f"batched model per trial; 'auto' (default): up to {PACK_CAP} when trials get "
+                        "GPUs (grid search, no scheduler), 1 on CPUs, where packing does not pay")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
+                   help="epochs between checkpoints; evaluations and the last epoch always save "
+                        "(default: %(default)s)")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="N",
+                   help="newest checkpoints kept per trial (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of this name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing sweep of this name")
     p.add_argument("--config", default=d.config, metavar="FILE",
@@ -83,10 +114,13 @@ def parse_args(argv=None) -> SweepArgs:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 0")
     if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial > 0):
         raise UserError("--cpus-per-trial: must be > 0")
-    if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
-        raise UserError("--gpus-per-trial: must be >= 0")
-    if args.fuse < 1:
-        raise UserError("--fuse: must be >= 1")
+    if args.gpus_per_trial != AUTO and not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
+        raise UserError("--gpus-per-trial: must be 'auto' or a number >= 0")
+    if args.pack != AUTO and args.pack < 1:
+        raise UserError("--pack: must be 'auto' or >= 1")
+    for name in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be >= 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     return args
@@ -101,42 +135,72 @@ def parse_sets(sets) -> dict:
     return out
 
 
-def build_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict:
-    """Every Config field fixed (defaults < space BASE < --config file < --set), then the
-    space's axes.
-
-    --set values go in last, under "set", so they win over the axes too; every fixed value and
-    every grid point is validated here, before Ray starts.
-    """
+def fixed_fields(space: search_spaces.SearchSpace, args: SweepArgs) -> tuple[dict, dict]:
+    """Every Config field fixed (defaults < space BASE < --config file < --set), validated, and
+    the --set values alone (they win over the space's axes too)."""
     sets = parse_sets(args.sets)
     from_file = Config.from_file(args.config) if args.config else {}
-    fixed = {"threads": max(1, int(args.cpus_per_trial)), **space.base, **from_file}
-    if args.gpus_per_trial == 0:
-        fixed.setdefault("device", "cpu")  # a trial Ray gave no GPU must not take one it can see
-    fixed = Config.from_dict({**fixed, **sets}).to_dict()
+    fixed = Config.from_dict({"threads": max(1, int(args.cpus_per_trial)), **space.base,
+                              **from_file, **sets}).to_dict()
+    return fixed, {k: fixed[k] for k in sets}
+
+
+def grid_trials(space: search_spaces.SearchSpace, args: SweepArgs) -> list[dict]:
+    """Each grid point's final flat config (Config fields and labels), validated before Ray."""
+    fixed, sets = fixed_fields(space, args)
+    trials = []
+    for variant in expand_grid({**fixed, **space.space}):
+        trial = {**search_spaces.resolve_trial_config(variant), **sets}
+        check_variant(trial)
+        labels = {k: v for k, v in trial.items() if k in search_spaces.LABEL_KEYS}
+        trials.append({**config_of(trial).to_dict(), **labels})  # values coerced to their types
+    return trials * (args.num_samples or space.num_samples)
+
+
+def optuna_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict:
+    """Fixed fields and the space's distributions; --set values under "set" win over both."""
+    fixed, sets = fixed_fields(space, args)
     param_space = {**fixed, **space.space}
     if sets:
-        param_space["set"] = {k: fixed[k] for k in sets}
-    if space.search == "grid":
-        for variant in expand_grid(param_space):
-            check_variant(variant)
+        param_space["set"] = sets
     return param_space
 
 
-def fuse_param_space(param_space: dict, k: int) -> dict:
-    """Pack the grid's points into groups of <= k compatible ones: one trial per group."""
-    from ray import tune
-
-    from marl.fused import fuse_key
-    from marl.trainable import MEMBERS, trial_config
+def pack_trials(trials: list[dict], k: int) -> list[dict]:
+    """Group trials that differ only in MEMBER_FIELDS (and labels) into packs of <= k, each
+    one trial: the fields its members share, and each member's own under "members"."""
+    if k == 1:
+        return trials
+    from marl.train import MEMBER_FIELDS, pack_key
 
     groups: dict[tuple, list[list[dict]]] = {}
-    for variant in expand_grid(param_space):
-        chunks = groups.setdefault(fuse_key(trial_config(variant)), [[]])
+    for trial in trials:
+        chunks = groups.setdefault(pack_key(config_of(trial)), [[]])
         if len(chunks[-1]) == k:
             chunks.append([])
-        chunks[-1].append(variant)
-    return {MEMBERS: tune.grid_search([chunk for chunks in groups.values() for chunk in chunks])}
+        chunks[-1].append(trial)
+    own = (*MEMBER_FIELDS, *search_spaces.LABEL_KEYS)
+    return [{**{k_: v for k_, v in chunk[0].items() if k_ not in own},
+             search_spaces.MEMBERS: [{k_: v for k_, v in t.items() if k_ in own} for t in chunk]}
+            for chunks in groups.values() for chunk in chunks]
+
+
+def grid_param_space(trials: list[dict]) -> dict:
+    """The fields every trial shares, and one grid axis "trial" over what differs: Ray's table
+    and each trial's config then show exactly what it trains with, nothing overridden."""
+    common = {k: v for k, v in trials[0].items() if all(k in t and t[k] == v for t in trials)}
+    return {**common, "trial": tune_grid([{k: v for k, v in t.items() if k not in common} for t in trials])}
+
+
+def tune_grid(values: list):
+    from ray import tune
+
+    return tune.grid_search(values)
+
+
+def config_of(trial: dict) -> Config:
+    known = {f.name for f in fields(Config)}
+    return Config.from_dict({k: v for k, v in trial.items() if k in known})
 
 
 def expand_grid(param_space: dict) -> list[dict]:
@@ -146,14 +210,12 @@ def expand_grid(param_space: dict) -> list[dict]:
 
 
 def check_variant(variant: dict) -> None:
-    from marl.trainable import trial_config
-
     known = {f.name for f in fields(Config)} | set(search_spaces.LABEL_KEYS)
-    unknown = set(search_spaces.resolve_trial_config(variant)) - known
+    unknown = set(variant) - known
     if unknown:
         raise UserError(f"space: unknown config field(s) {', '.join(sorted(unknown))}")
     try:
-        trial_config(variant)
+        config_of(variant)
     except UserError as err:
         raise UserError(f"space: {err}") from None
 
@@ -166,24 +228,8 @@ def count_trials(space: search_spaces.SearchSpace, num_samples: int = 0) -> int:
 
 
 # ---------------------------------------------------------------- storage
-def is_uri(storage: str) -> bool:
-    return "://" in storage
-
-
 def experiment_dir(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage).resolve() / name)
-
-
-def write_parquet(df: pd.DataFrame, target: str) -> None:
-    """Atomically for local paths (temporary file, then rename); via pyarrow.fs for URIs."""
-    if is_uri(target):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
-        with fs.open_output_stream(path) as stream:
-            df.to_parquet(stream, index=False)
-        return
-    replace_atomically(Path(target), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def check_storage(args: SweepArgs, exp_dir: str) -> None:
@@ -203,74 +249,22 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
                         "use --resume to finish it, --overwrite to replace it, or --name")
 
 
-# ---------------------------------------------------------------- results
-def flat_config(config: dict) -> dict:
-    return {f"config/{k}": v for k, v in search_spaces.resolve_trial_config(config).items()}
+# ---------------------------------------------------------------- resources
+def auto_pack(cfg: Config) -> int:
+    """Members per packed trial on a GPU: PACK_CAP, fewer when their estimated memory (the
+    estimators' B × B × D log-density tensors, forward and backward, dominate) passes
+    PACK_MEMORY_BYTES."""
+    per_member = 4 * 3 * 6 * cfg.batch_size**2 * cfg.latent_dim + 16 * 4 * cfg.hidden * (
+        cfg.n_mels * cfg.n_frames + cfg.hidden + 2 * cfg.latent_dim)
+    return max(1, min(PACK_CAP, PACK_MEMORY_BYTES // per_member))
 
 
-METRIC_PREFIXES = ("probe", "separation", "leakage", "mi", "mi_mean", "mi_baseline", "mig", "loss")
-METRIC_NAMES = (names.DIVERGED, "diverged_epoch", "epoch", "node")
-EPOCH_PREFIXES = ("loss/", "probe/", "separation/", "leakage/", "mi_mean/", "mi_baseline/", "mig/")
-EPOCH_NAMES = ("epoch", names.DIVERGED)
-
-
-def members(config: dict) -> list[tuple[str, dict]]:
-    """(metric prefix, config) of each configuration a trial trained: one, or its fused members."""
-    from marl.trainable import MEMBERS, member_prefix
-
-    if MEMBERS in config:
-        return [(member_prefix(i), m) for i, m in enumerate(config[MEMBERS])]
-    return [("", config)]
-
-
-def unprefixed(mapping: dict, prefix: str) -> dict:
-    """A member's own metrics, without its prefix; shared ones (epoch, node) kept."""
-    out = {k: v for k, v in mapping.items() if k in ("epoch", "node")}
-    out.update({k[len(prefix):]: v for k, v in mapping.items() if k.startswith(prefix)})
-    return out
-
-
-def trial_status(error, metrics: dict) -> str:
-    if error is not None:
-        return "error"
-    if metrics.get(names.DIVERGED):
-        return names.DIVERGED
-    evaluated = isinstance(metrics.get(names.SEPARATION), float) and not math.isnan(metrics[names.SEPARATION])
-    return "ok" if evaluated else "incomplete"
-
-
-def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per configuration (errored trials too) and one row per report."""
-    rows, epochs = [], []
-    for result in grid:
-        trial = Path(result.path).name if result.path else None
-        error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
-        frame = result.metrics_dataframe
-        for prefix, config in members(result.config or {}):
-            name = f"{trial}/{prefix.rstrip('/')}" if prefix else trial
-            metrics = {k: v for k, v in unprefixed(result.metrics or {}, prefix).items()
-                       if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}
-            checkpoint = result.checkpoint.path if result.checkpoint else None
-            rows.append({"trial": name, "status": trial_status(result.error, metrics), "error": error,
-                         **flat_config(config), **metrics,
-                         "checkpoint": f"{checkpoint}/{prefix}".rstrip("/") if checkpoint else None})
-            if frame is not None and len(frame):
-                own = pd.DataFrame(unprefixed({c: frame[c] for c in frame.columns}, prefix))
-                keep = [c for c in own.columns if c.startswith(EPOCH_PREFIXES) or c in EPOCH_NAMES]
-                epochs.append(own[keep].assign(trial=name))
-    df = pd.DataFrame(rows)
-    ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["trial", "epoch"])
-    if "epoch" in ep:  # a resumed trial may report an epoch again: keep the last report
-        ep = ep.drop_duplicates(["trial", "epoch"], keep="last").reset_index(drop=True)
-    return df, ep
-
-
-def summary_table(df: pd.DataFrame) -> str:
-    varying = [c for c in df.columns if c.startswith("config/") and c != "config/threads"
-               and df[c].astype(str).nunique() > 1]
-    cols = ["status", *varying, *[c for c in SUMMARY_COLUMNS if c in df.columns]]
-    short = {c: c.replace("config/", "").replace(names.probe_prefix(), "") for c in cols}
-    return df[cols].rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+def gpu_share(cluster_gpus: float, cluster_cpus: float, n_trials: int, cpus_per_trial: float) -> float:
+    """A trial's GPU share: the cluster's GPUs split over the trials that can run at once,
+    rounded down to 1/m so that m trials fit each GPU exactly; at most one GPU."""
+    concurrent = max(1, min(n_trials, int(cluster_cpus // cpus_per_trial)))
+    share = cluster_gpus / concurrent
+    return 1.0 if share >= 1 else 1.0 / math.ceil(1.0 / share)
 
 
 # ---------------------------------------------------------------- run
@@ -286,12 +280,14 @@ def run(args: SweepArgs) -> pd.DataFrame:
         raise UserError("--scheduler: early stopping does not combine with the optuna search here")
     args.name = args.name or space.name
     exp_dir = experiment_dir(args.storage, args.name)
-    param_space = build_param_space(space, args)
-    if args.fuse > 1:
-        if space.search != "grid" or args.scheduler != "none":
-            raise UserError("--fuse: works with grid search and no scheduler only")
-        param_space = fuse_param_space(param_space, args.fuse)
-    if args.scheduler == "asha" and not param_space.get("eval_every"):
+    packing_allowed = space.search == "grid" and args.scheduler == "none"
+    if args.pack not in (AUTO, 1) and not packing_allowed:
+        raise UserError("--pack: works with grid search and no scheduler only")
+    # everything a user can get wrong is checked here, before Ray starts
+    trials = grid_trials(space, args) if space.search == "grid" else None
+    param_space = optuna_param_space(space, args) if trials is None else None
+    eval_every = (trials[0] if trials else param_space).get("eval_every", 0)
+    if args.scheduler == "asha" and not eval_every:
         raise UserError("--scheduler asha: stops trials on validation separation, which needs "
                         "evaluations during training; add --set eval_every=N")
     check_storage(args, exp_dir)
@@ -302,12 +298,29 @@ def run(args: SweepArgs) -> pd.DataFrame:
     from marl.trainable import marl_trainable
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    # trials checkpoint every epoch on purpose (resume loses at most one epoch): no warning for it
+    # trials checkpoint often on purpose (resume loses few epochs): no warning for it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         init = {"address": args.address} if args.address else {"num_cpus": args.num_cpus or None}
         ray.init(include_dashboard=False, logging_level="WARNING", **init)
-    trainable = tune.with_resources(marl_trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    cluster = ray.cluster_resources()
+    cluster_gpus, cluster_cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
+    if trials is not None:
+        pack = args.pack
+        if pack == AUTO:
+            pack = auto_pack(config_of(trials[0])) if cluster_gpus and packing_allowed else 1
+        trials = pack_trials(trials, pack)
+        param_space = grid_param_space(trials)
+    n_trials = len(trials) if trials is not None else (args.num_samples or space.num_samples)
+    gpus = args.gpus_per_trial
+    if gpus == AUTO:
+        gpus = gpu_share(cluster_gpus, cluster_cpus, n_trials, args.cpus_per_trial) if cluster_gpus else 0.0
+    print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
+          + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
+          + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
+    trainable = tune.with_resources(
+        tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every),
+        {"cpu": args.cpus_per_trial, "gpu": gpus})
     started = time.perf_counter()
     if args.resume:
         tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
@@ -318,12 +331,12 @@ def run(args: SweepArgs) -> pd.DataFrame:
             shutil.rmtree(exp_dir)
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune_config(space, args, param_space.get("eval_every", 0)),
+            tune_config=tune_config(space, args, eval_every),
             run_config=tune.RunConfig(
                 name=args.name,
                 storage_path=args.storage if is_uri(args.storage) else str(Path(args.storage).resolve()),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
                 verbose=1))
     grid = tuner.fit()
     df, epochs = results_frames(grid)
@@ -340,7 +353,8 @@ def run(args: SweepArgs) -> pd.DataFrame:
 def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: int = 0):
     from ray import tune
 
-    num_samples = args.num_samples or space.num_samples
+    # a grid's repeats are already among its trials (grid_trials)
+    num_samples = 1 if space.search == "grid" else (args.num_samples or space.num_samples)
     search_alg = scheduler = None
     if space.search == "optuna":
         from optuna.samplers import NSGAIISampler

@@ -1,14 +1,16 @@
 """The Ray Tune function trainable: MARL training with per-epoch reports and checkpoints.
 
-Every epoch reports the loss terms (`loss/<term>`) and a checkpoint; at evaluation points
-(every `eval_every` epochs, and always at the end) it also reports the metrics that
-`metrics.json` holds. The final checkpoint carries `metrics.json` and `latents.parquet`, so
-analysis can draw a trial's MI heatmap and UMAP without rerunning it. A non-finite loss ends
-the configuration early with `diverged` = 1 and the epoch it happened.
+One code path trains one configuration or a packed trial's K members (`marl.sweep --pack`):
+both are a `marl.train.Trainer` of K ≥ 1 configurations. Every epoch reports the loss terms
+(`loss/<term>`); at evaluation points (every `eval_every` epochs, and always at the end) it
+also reports the metrics that `metrics.json` holds. A packed trial reports member i's figures
+as `m<i>/<metric>`. Checkpoints are written every `checkpoint_every` epochs, at evaluations
+and at the end; the final one holds, per member (`m<i>/` when packed), `model.pt` (config,
+weights, input normalisation), `metrics.json` and `latents.parquet`. A non-finite loss ends a
+member early with `diverged` = 1 and the epoch it happened.
 
-A trial whose config holds `members` (a list of configs, from `marl.sweep --fuse K`) trains
-them as one fused model (marl.fused) and reports member i's metrics as `m<i>/<metric>`;
-member i's files go to `m<i>/` in the checkpoint.
+The device follows what Ray gave the trial: CUDA when it holds a GPU, the CPU otherwise, so
+a resumed sweep trains where its new flags put it.
 """
 
 from __future__ import annotations
@@ -25,22 +27,23 @@ from ray import tune
 from marl import names
 from marl.config import Config
 from marl.data import load_dataset
-from marl.evaluate import evaluate
-from marl.train import Trainer, is_finite, pick_device
-from search_spaces import resolve_trial_config
+from marl.train import Trainer, is_finite, model_file, pick_device
+from search_spaces import is_packed, trial_members
 
 STATE_FILE = "trainer.pt"
-MEMBERS = "members"
 
 
-def trial_config(config: dict) -> Config:
-    """The trial's Config from its (possibly nested) Tune config; labels are dropped."""
+def trial_configs(config: dict) -> list[Config]:
+    """The Configs a trial trains (labels such as `ablation` dropped)."""
     known = {f.name for f in fields(Config)}
-    return Config.from_dict({k: v for k, v in resolve_trial_config(config).items() if k in known})
+    return [Config.from_dict({k: v for k, v in m.items() if k in known}) for m in trial_members(config)]
 
 
-def member_prefix(i: int) -> str:
-    return f"m{i}/"
+def trial_device(name: str) -> torch.device:
+    """`auto` means the GPU Ray gave this trial, if any; never one it did not give."""
+    if name == "auto":
+        return torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+    return pick_device(name)
 
 
 def restore_state(checkpoint, device) -> dict | None:
@@ -67,56 +70,62 @@ def restore_state(checkpoint, device) -> dict | None:
     return None  # nothing intact: train this trial from the start
 
 
-def marl_trainable(config: dict) -> None:
-    fused = MEMBERS in config
-    cfgs = [trial_config(m) for m in config[MEMBERS]] if fused else [trial_config(config)]
-    cfg = cfgs[0]  # members share everything but alpha, beta, gamma and seed
-    prefix = member_prefix if fused else (lambda i: "")
+def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
+    cfgs = trial_configs(config)
+    cfg, k = cfgs[0], len(cfgs)  # members share everything but alpha, beta, gamma and seed
+    packed = is_packed(config)
+    prefix = [names.member_prefix(i, packed) for i in range(k)]
     node = ray.get_runtime_context().get_node_id()  # which machine ran it, for the record
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # match the CPUs Ray gave this trial
     data = load_dataset(cfg)  # built once per node, shared through the on-disk cache
-    device = pick_device(cfg.device)
-    if fused:
-        from marl.fused import FusedTrainer
-
-        trainer = FusedTrainer(cfgs, data, device)
-    else:
-        trainer = Trainer(cfg, data, device)
+    device = trial_device(cfg.device)
+    trainer = Trainer(cfgs, data, device)
     diverged: dict[int, int] = {}
     state = restore_state(tune.get_checkpoint(), device)
     if state:
         trainer.load_state_dict(state["trainer"])
         diverged = state["diverged"]
 
-    while trainer.epoch < cfg.epochs and len(diverged) < len(cfgs):
+    while trainer.epoch < cfg.epochs and len(diverged) < k:
         losses = trainer.run_epoch()
-        losses = losses if fused else [losses]
-        report = {"epoch": trainer.epoch, "node": node}
+        report = {"epoch": trainer.epoch, "node": node, "device": device.type}
         for i, member_losses in enumerate(losses):
             if i not in diverged and not is_finite(member_losses):
                 diverged[i] = trainer.epoch
-            report.update({prefix(i) + k: v for k, v in member_losses.items()})
-            report[prefix(i) + names.DIVERGED] = int(i in diverged)
+            report.update({prefix[i] + key: v for key, v in member_losses.items()})
+            report[prefix[i] + names.DIVERGED] = int(i in diverged)
             if i in diverged:
-                report[prefix(i) + "diverged_epoch"] = diverged[i]
-        final = trainer.epoch == cfg.epochs or len(diverged) == len(cfgs)
-        due = trainer.epoch == cfg.epochs or (cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
+                report[prefix[i] + "diverged_epoch"] = diverged[i]
+            # Every report carries every evaluation metric (NaN until evaluated): Tune's
+            # searchers and schedulers expect their metric in each result.
+            report.update({prefix[i] + key: float("nan") for key in names.eval_scalars()})
+        final = trainer.epoch == cfg.epochs or len(diverged) == k
+        evaluating = final or bool(cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
+        alive = [i for i in range(k) if i not in diverged]
+        results = {}
+        if evaluating and alive:
+            models = trainer.members()
+            from marl.evaluate import evaluate_members
+
+            evaluated = evaluate_members([models[i] for i in alive], [cfgs[i] for i in alive], data,
+                                         device, with_umap=final and cfg.umap)
+            results = dict(zip(alive, evaluated))
+            for i, (metrics, _) in results.items():
+                report.update({prefix[i] + key: v for key, v in metrics.items()})
+        if not (final or evaluating or trainer.epoch % checkpoint_every == 0):
+            tune.report(report)
+            continue
         with tempfile.TemporaryDirectory() as d:
-            for i, member_cfg in enumerate(cfgs):
-                # Every report carries every evaluation metric (NaN until evaluated): Tune's
-                # searchers and schedulers expect their metric in each result.
-                report.update({prefix(i) + k: float("nan") for k in names.eval_scalars()})
-                if due and i not in diverged:
-                    model = trainer.member(i) if fused else trainer.model
-                    metrics, latents = evaluate(model, data, member_cfg, device,
-                                                with_umap=final and member_cfg.umap)
-                    report.update({prefix(i) + k: v for k, v in metrics.items()})
-                    if final:
-                        folder = Path(d) / prefix(i)
-                        folder.mkdir(parents=True, exist_ok=True)
-                        (folder / "metrics.json").write_text(json.dumps(
-                            {k[len(prefix(i)):]: v for k, v in report.items() if k.startswith(prefix(i))}, indent=2))
-                        latents.to_parquet(folder / "latents.parquet", index=False)
+            if final:
+                for i, (_, latents) in results.items():
+                    folder = Path(d) / prefix[i]
+                    folder.mkdir(parents=True, exist_ok=True)
+                    own = {key: report[key] for key in ("epoch", "node", "device")}
+                    own.update({key[len(prefix[i]):]: v for key, v in report.items() if key.startswith(prefix[i])})
+                    (folder / "metrics.json").write_text(json.dumps(own, indent=2))
+                    latents.to_parquet(folder / "latents.parquet", index=False)
+                    torch.save(model_file(cfgs[i], models[i], data), folder / "model.pt")
             torch.save({"trainer": trainer.state_dict(), "diverged": diverged}, Path(d) / STATE_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+

@@ -95,6 +95,24 @@ def resolve_trial_config(config: dict) -> dict:
     return flat
 
 
+MEMBERS = "members"  # a packed trial's configurations (marl.sweep --pack)
+
+
+def trial_members(config: dict) -> list[dict]:
+    """The flat configurations a trial trains: one, or each member of a packed trial.
+
+    A packed trial's config holds the fields its members share and, under "members", each
+    member's own fields (alpha, beta, gamma, seed, labels).
+    """
+    flat = resolve_trial_config(config)
+    members = flat.pop(MEMBERS, None)
+    return [flat] if members is None else [{**flat, **member} for member in members]
+
+
+def is_packed(config: dict) -> bool:
+    return MEMBERS in resolve_trial_config(config)
+
+
 def ablation_points(terms=("alpha", "beta", "gamma"), weights=(0.1, 0.5, 1.0)) -> list[dict]:
     """Reconstruction only, then each term alone at each weight (the paper's ablation)."""
     points = [{"ablation": "recon", "alpha": 0.0, "beta": 0.0, "gamma": 0.0}]

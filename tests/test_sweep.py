@@ -8,7 +8,7 @@ import yaml
 
 import search_spaces
 from marl import names
-from marl.sweep import count_trials, expand_grid, parse_args, build_param_space
+from marl.sweep import count_trials, expand_grid, grid_trials, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_every_named_space_resolves_to_its_documented_number_of_trials(name):
     space = search_spaces.load(name)
     assert space.num_trials is not None and count_trials(space) == space.num_trials
     if space.search == "grid":  # and every grid point is a valid config
-        build_param_space(space, parse_args(["--space", name]))
+        grid_trials(space, parse_args(["--space", name]))
 
 
 def test_paper_ablation_has_recon_only_and_one_term_at_a_time():
@@ -45,9 +45,7 @@ def test_log10_fields_include_zero_and_win_over_plain_fields_in_any_order():
 
 def test_set_overrides_win_over_space_axes():
     args = parse_args(["--space", "smoke", "--set", "gamma=0.25", "--set", "epochs=1"])
-    space = build_param_space(search_spaces.load("smoke"), args)
-    for variant in expand_grid(space):
-        cfg = search_spaces.resolve_trial_config(variant)
+    for cfg in grid_trials(search_spaces.load("smoke"), args):
         assert cfg["gamma"] == 0.25 and cfg["epochs"] == 1
 
 
@@ -55,8 +53,7 @@ def test_config_file_sets_every_trials_base_and_axes_and_set_still_win(tmp_path)
     base = tmp_path / "base.yaml"
     base.write_text("hidden: 16\ngamma: 0.7\nepochs: 3\neval_every: 1\n")
     args = parse_args(["--space", "smoke", "--config", str(base), "--set", "epochs=1"])
-    variants = [search_spaces.resolve_trial_config(v)
-                for v in expand_grid(build_param_space(search_spaces.load("smoke"), args))]
+    variants = grid_trials(search_spaces.load("smoke"), args)
     assert [v["hidden"] for v in variants] == [16, 16]  # the file beats the space's BASE (32)
     assert sorted(v["gamma"] for v in variants) == [0.0, 0.5]  # the space's axis beats the file
     assert {v["epochs"] for v in variants} == {1} and {v["eval_every"] for v in variants} == {1}
@@ -122,15 +119,17 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     (["--set", "gamma=-1"], "gamma"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),
     (["--gpus-per-trial", "-0.5"], "--gpus-per-trial"),
+    (["--gpus-per-trial", "some"], "--gpus-per-trial"),
+    (["--checkpoint-every", "0"], "--checkpoint-every"),
     (["--max-failures", "-1"], "--max-failures"),
     (["--scheduler", "hyperband"], "--scheduler"),
     (["--resume", "--name", "never_ran"], "--resume"),
     (["--storage", "/etc/hostname/sub"], "storage"),
     (["--resume", "--overwrite"], "--resume"),
-    (["--fuse", "0"], "--fuse"),
+    (["--pack", "0"], "--pack"),
     (["--search", "optuna"], "--search"),
     (["--space", "optuna", "--scheduler", "asha"], "--scheduler"),
-    (["--fuse", "4", "--scheduler", "asha"], "--fuse"),
+    (["--pack", "4", "--scheduler", "asha", "--set", "eval_every=1"], "--pack"),
     (["--scheduler", "asha"], "eval_every"),
     (["--config", "/nonexistent/base.yaml"], "config"),
 ])
@@ -167,20 +166,41 @@ def test_cluster_yaml_passes_ray_validation_and_typos_do_not():
         validate_config(prepare_config(config))
 
 
-def test_fused_sweep_writes_one_row_per_configuration_matching_unfused(smoke_sweep, tmp_path):
+def test_packed_sweep_writes_one_row_and_one_loadable_model_per_configuration(smoke_sweep, tmp_path):
+    import json
+
+    import torch
+
     root, proc = smoke_sweep
     assert proc.returncode == 0
-    fused = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "r"), "--fuse", "2",
-                      "--num-cpus", "2", cwd=tmp_path)
-    assert fused.returncode == 0, fused.stderr[-3000:]
+    packed = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "r"), "--pack", "2",
+                       "--num-cpus", "2", cwd=tmp_path)
+    assert packed.returncode == 0, packed.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "r" / "smoke" / "results.parquet").sort_values("config/gamma")
     ref = pd.read_parquet(root / "results" / "smoke" / "results.parquet").sort_values("config/gamma")
     assert len(df) == 2 and df["trial"].str.rsplit("/", n=1).str[0].nunique() == 1  # one Ray trial
     assert set(df["status"]) == {"ok"}
     assert df["loss/total"].to_numpy() == pytest.approx(ref["loss/total"].to_numpy(), rel=1e-3)
-    for ckpt in df["checkpoint"]:
-        assert (Path(ckpt) / "latents.parquet").exists()
+    for ckpt, gamma in zip(df["checkpoint"], df["config/gamma"]):
+        folder = Path(ckpt)
+        assert (folder / "latents.parquet").exists()
+        saved = torch.load(folder / "model.pt", weights_only=False)
+        assert saved["config"]["gamma"] == gamma and "normalisation" in saved
+        assert json.loads((folder / "metrics.json").read_text())["epoch"] == 2
     assert len(pd.read_parquet(tmp_path / "r" / "smoke" / "epochs.parquet")) == 2 * 2
+
+
+@pytest.mark.parametrize("pack", [1, 4])
+def test_each_trials_tune_config_holds_exactly_the_values_it_trains_with(pack):
+    from marl.sweep import grid_param_space, pack_trials
+
+    trials = grid_trials(search_spaces.load("paper_ablation"), parse_args([]))
+    param_space = grid_param_space(pack_trials(trials, pack))
+    # no base value beside a grid point's own (the old table showed gamma 0.1 and point/gamma 0.0)
+    assert not {"alpha", "beta", "gamma", "seed"} & set(param_space)
+    members = [m for v in expand_grid(param_space) for m in search_spaces.trial_members(v)]
+    assert members == trials  # every trial trains exactly its configuration
+    assert len(expand_grid(param_space)) == (30 if pack == 1 else 8)
 
 
 def test_asha_stops_on_validation_separation_at_evaluation_epochs():

@@ -17,17 +17,17 @@ from marl.train import Trainer
 def test_a_few_epochs_lower_the_loss(tiny_cfg, arch, estimator):
     cfg = tiny_cfg.replace(arch=arch, estimator=estimator, gamma=0.5, alpha=0.1, beta=0.1)
     trainer = Trainer(cfg, load_dataset(cfg), torch.device("cpu"))
-    first = trainer.run_epoch()[names.loss("total")]
+    first = trainer.run_epoch()[0][names.loss("total")]
     for _ in range(3):
-        last = trainer.run_epoch()[names.loss("total")]
+        last = trainer.run_epoch()[0][names.loss("total")]
     assert last < first
 
 
 def test_training_is_reproducible_from_the_seed(tiny_cfg):
     data = load_dataset(tiny_cfg)
-    runs = [Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch() for _ in range(2)]
+    runs = [Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[0] for _ in range(2)]
     assert runs[0] == runs[1]
-    other = Trainer(tiny_cfg.replace(seed=1), data, torch.device("cpu")).run_epoch()
+    other = Trainer(tiny_cfg.replace(seed=1), data, torch.device("cpu")).run_epoch()[0]
     assert other != runs[0]
 
 
@@ -112,8 +112,9 @@ def test_probing_posterior_samples_gives_other_codes_than_the_means(tiny_cfg):
     data = load_dataset(tiny_cfg)
     trainer = Trainer(tiny_cfg, data, torch.device("cpu"))
     trainer.run_epoch()
-    means = encode(trainer.model, data.test, "cpu")
-    draws = [encode(trainer.model, data.test, "cpu", sample_seed=s) for s in (0, 0, 1)]
+    model = trainer.member(0)
+    means = encode(model, data.test, "cpu")
+    draws = [encode(model, data.test, "cpu", sample_seed=s) for s in (0, 0, 1)]
     assert means["fused"].shape == (len(data.test), tiny_cfg.latent_dim)  # one code per pair
     assert not np.allclose(draws[0]["shared"], means["shared"])
     assert np.array_equal(draws[0]["private"], draws[1]["private"])  # seeded
@@ -135,11 +136,11 @@ def test_unparseable_config_file_is_rejected(tmp_path):
 
 def test_mixed_precision_trains_and_stays_close_to_fp32(tiny_cfg):
     data = load_dataset(tiny_cfg)
-    fp32 = Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[names.loss("total")]
+    fp32 = Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[0][names.loss("total")]
     amp = Trainer(tiny_cfg.replace(amp=True), data, torch.device("cpu"))
-    first = amp.run_epoch()[names.loss("total")]
+    first = amp.run_epoch()[0][names.loss("total")]
     assert first == pytest.approx(fp32, rel=0.05)
     for _ in range(3):
-        last = amp.run_epoch()[names.loss("total")]
+        last = amp.run_epoch()[0][names.loss("total")]
     assert last < first
-    assert all(p.dtype == torch.float32 for p in amp.model.parameters())  # master weights fp32
+    assert all(p.dtype == torch.float32 for p in amp.params.values())  # master weights fp32

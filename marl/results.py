@@ -1,0 +1,95 @@
+"""Tune results → tables: one row per configuration (`results.parquet`) and one per report
+(`epochs.parquet`), written atomically to a folder or through pyarrow.fs to a URI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+import search_spaces
+from marl import names
+from marl.files import replace_atomically
+
+RESULTS_FILE = "results.parquet"
+EPOCHS_FILE = "epochs.parquet"
+METRIC_PREFIXES = ("probe", "separation", "leakage", "mi", "mi_mean", "mi_baseline", "mig", "loss")
+METRIC_NAMES = (names.DIVERGED, "diverged_epoch", "epoch", "node", "device")
+SHARED_NAMES = ("epoch", "node", "device")  # reported once per trial, true of every member
+EPOCH_PREFIXES = ("loss/", "probe/", "separation/", "leakage/", "mi_mean/", "mi_baseline/", "mig/")
+EPOCH_NAMES = ("epoch", names.DIVERGED)
+SUMMARY_COLUMNS = [names.probe("private", "timbre"), names.probe("shared", "timbre"),
+                   names.probe("private", "pitch"), names.probe("shared", "pitch"), names.SEPARATION]
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage
+
+
+def write_parquet(df: pd.DataFrame, target: str) -> None:
+    """Atomically for local paths (temporary file, then rename); via pyarrow.fs for URIs."""
+    if is_uri(target):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        with fs.open_output_stream(path) as stream:
+            df.to_parquet(stream, index=False)
+        return
+    replace_atomically(Path(target), lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def members(config: dict) -> list[tuple[str, dict]]:
+    """(metric prefix, flat config) of each configuration a trial trained."""
+    packed = search_spaces.is_packed(config)
+    return [(names.member_prefix(i, packed), m) for i, m in enumerate(search_spaces.trial_members(config))]
+
+
+def unprefixed(mapping: dict, prefix: str) -> dict:
+    """A member's own metrics, without its prefix; shared ones (epoch, node, device) kept."""
+    out = {k: v for k, v in mapping.items() if k in SHARED_NAMES}
+    out.update({k[len(prefix):]: v for k, v in mapping.items() if k.startswith(prefix)})
+    return out
+
+
+def trial_status(error, metrics: dict) -> str:
+    if error is not None:
+        return "error"
+    if metrics.get(names.DIVERGED):
+        return names.DIVERGED
+    evaluated = isinstance(metrics.get(names.SEPARATION), float) and not math.isnan(metrics[names.SEPARATION])
+    return "ok" if evaluated else "incomplete"
+
+
+def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per configuration (errored trials too) and one row per report."""
+    rows, epochs = [], []
+    for result in grid:
+        trial = Path(result.path).name if result.path else None
+        error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
+        frame = result.metrics_dataframe
+        for prefix, config in members(result.config or {}):
+            name = f"{trial}/{prefix.rstrip('/')}" if prefix else trial
+            metrics = {k: v for k, v in unprefixed(result.metrics or {}, prefix).items()
+                       if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}
+            checkpoint = result.checkpoint.path if result.checkpoint else None
+            rows.append({"trial": name, "status": trial_status(result.error, metrics), "error": error,
+                         **{f"config/{k}": v for k, v in config.items()}, **metrics,
+                         "checkpoint": f"{checkpoint}/{prefix}".rstrip("/") if checkpoint else None})
+            if frame is not None and len(frame):
+                own = pd.DataFrame(unprefixed({c: frame[c] for c in frame.columns}, prefix))
+                keep = [c for c in own.columns if c.startswith(EPOCH_PREFIXES) or c in EPOCH_NAMES]
+                epochs.append(own[keep].assign(trial=name))
+    df = pd.DataFrame(rows)
+    ep = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["trial", "epoch"])
+    if "epoch" in ep:  # a resumed trial may report an epoch again: keep the last report
+        ep = ep.drop_duplicates(["trial", "epoch"], keep="last").reset_index(drop=True)
+    return df, ep
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    varying = [c for c in df.columns if c.startswith("config/") and c != "config/threads"
+               and df[c].astype(str).nunique() > 1]
+    cols = ["status", *varying, *[c for c in SUMMARY_COLUMNS if c in df.columns]]
+    short = {c: c.replace("config/", "").replace(names.probe_prefix(), "") for c in cols}
+    return df[cols].rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}")
