@@ -188,6 +188,8 @@ def pack_trials(trials: list[dict], k: int) -> list[dict]:
 def grid_param_space(trials: list[dict]) -> dict:
     """The fields every trial shares, and one grid axis "trial" over what differs: Ray's table
     and each trial's config then show exactly what it trains with, nothing overridden."""
+    if len(trials) == 1:
+        return trials[0]
     common = {k: v for k, v in trials[0].items() if all(k in t and t[k] == v for t in trials)}
     return {**common, "trial": tune_grid([{k: v for k, v in t.items() if k not in common} for t in trials])}
 

@@ -82,6 +82,7 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     for ckpt in df["checkpoint"]:
         assert (Path(ckpt) / "latents.parquet").exists()
     assert "results.parquet" in proc.stdout
+    assert "0 GPU each" in proc.stdout and "packed" not in proc.stdout  # no GPU here: CPU, unpacked
     # a second run under the same name must not silently overwrite it
     again = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
@@ -213,3 +214,35 @@ def test_asha_stops_on_validation_separation_at_evaluation_epochs():
     assert scheduler._time_attr == "epoch"
     rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]
     assert rungs and all(m % 3 == 0 for m in rungs)  # every rung lands on an evaluation
+
+
+def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
+    from marl.sweep import gpu_share
+
+    assert gpu_share(1, 16, n_trials=1, cpus_per_trial=1) == 1.0  # one packed trial: the whole GPU
+    assert gpu_share(1, 16, n_trials=3, cpus_per_trial=1) == pytest.approx(1 / 3)
+    assert gpu_share(1, 16, n_trials=30, cpus_per_trial=1) == pytest.approx(1 / 16)  # CPUs bound it
+    assert gpu_share(1, 16, n_trials=30, cpus_per_trial=4) == pytest.approx(1 / 4)
+    assert gpu_share(4, 16, n_trials=2, cpus_per_trial=1) == 1.0  # never more than one GPU
+    assert gpu_share(2, 16, n_trials=5, cpus_per_trial=1) == pytest.approx(1 / 3)  # rounded down to 1/m
+
+
+def test_auto_pack_is_capped_and_shrinks_when_members_need_more_memory():
+    from marl.config import Config
+    from marl.sweep import PACK_CAP, auto_pack
+
+    assert auto_pack(Config()) == PACK_CAP
+    big = auto_pack(Config(batch_size=4096, n_train_pairs=8192, latent_dim=32))
+    assert 1 <= big < PACK_CAP
+
+
+def test_a_trial_trains_on_the_gpu_ray_gave_it_and_only_then(monkeypatch):
+    import ray
+
+    from marl.trainable import trial_device
+
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    assert trial_device("auto").type == "cpu"  # even where CUDA is visible but not granted
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert trial_device("auto").type == "cuda"
+    assert trial_device("cpu").type == "cpu"
