@@ -27,6 +27,7 @@ from ray import tune
 from marl import names
 from marl.config import Config
 from marl.data import load_dataset
+from marl.evaluate import evaluate_members
 from marl.train import Trainer, is_finite, model_file, pick_device
 from search_spaces import is_packed, trial_members
 
@@ -106,8 +107,6 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
         results = {}
         if evaluating and alive:
             models = trainer.members()
-            from marl.evaluate import evaluate_members
-
             evaluated = evaluate_members([models[i] for i in alive], [cfgs[i] for i in alive], data,
                                          device, with_umap=final and cfg.umap)
             results = dict(zip(alive, evaluated))
