@@ -12,6 +12,20 @@ A space file is a Python module with:
     NUM_SAMPLES  (optional) repeats of the grid, or Optuna trials (default 1)
     METRICS, MODES  (optuna) objectives and their "max"/"min" directions
     NUM_TRIALS   the documented number of trials (checked by the tests)
+
+A space can also be a YAML (.yaml, .yml) or JSON (.json) file with the same keys in lower case
+(description, space, base, search, num_samples, metrics, modes, num_trials). In `space`, a
+plain value is fixed and a one-key mapping is an axis:
+
+    space:
+      seed: {grid: [0, 1, 2]}              # tune.grid_search; values may be dicts of fields
+      gamma_log10: {uniform: [-3.5, 0.3]}  # tune.uniform(low, high)
+      lr: {loguniform: [1.0e-4, 1.0e-2]}   # tune.loguniform(low, high)
+      latent_dim: {choice: [4, 8, 16]}     # tune.choice(values)
+      hidden: {randint: [64, 257]}         # tune.randint(low, high), high exclusive
+      epochs: 30                           # fixed
+
+It is validated when loaded (before Ray starts); any problem is a one-line error.
 """
 
 from __future__ import annotations
@@ -41,12 +55,22 @@ class SearchSpace:
     num_trials: int | None = None
 
 
+DATA_SUFFIXES = (".yaml", ".yml", ".json")
+DISTRIBUTIONS = {"grid": 1, "choice": 1, "uniform": 2, "loguniform": 2, "randint": 2}  # -> arguments
+DATA_KEYS = ("description", "space", "base", "search", "num_samples", "metrics", "modes", "num_trials")
+
+
 def load(name_or_path: str) -> SearchSpace:
-    """A space by name (this package) or by path to a .py file."""
+    """A space by name (this package) or by path to a .py, .yaml, .yml or .json file."""
     path = Path(name_or_path)
+    if path.suffix in DATA_SUFFIXES:
+        return load_data_file(path)
     if name_or_path.endswith(".py") or path.exists():
         if not path.is_file():
             raise UserError(f"space: no such file {path}")
+        if path.suffix != ".py":
+            raise UserError(f"space: {path} is neither Python (.py) nor YAML/JSON "
+                            f"({', '.join(DATA_SUFFIXES)})")
         spec = importlib.util.spec_from_file_location(f"user_space_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         try:
@@ -62,16 +86,81 @@ def load(name_or_path: str) -> SearchSpace:
                         f"{', '.join(NAMES)} or give a path to a .py file")
     if not isinstance(getattr(module, "SPACE", None), dict):
         raise UserError(f"space: {name_or_path} defines no SPACE dict")
-    space = SearchSpace(
+    return checked(SearchSpace(
         name=name, description=getattr(module, "DESCRIPTION", ""), space=module.SPACE,
         base=dict(getattr(module, "BASE", {})), search=getattr(module, "SEARCH", "grid"),
         num_samples=int(getattr(module, "NUM_SAMPLES", 1)),
         metrics=list(getattr(module, "METRICS", [])), modes=list(getattr(module, "MODES", [])),
-        num_trials=getattr(module, "NUM_TRIALS", None))
+        num_trials=getattr(module, "NUM_TRIALS", None)))
+
+
+def load_data_file(path: Path) -> SearchSpace:
+    """A space from YAML or JSON (schema in this module's docstring)."""
+    import json
+
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserError(f"space: cannot read {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+        raise UserError(f"space: cannot parse {path}: {' '.join(str(err).split())[:200]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
+        raise UserError(f"space: {path} must be a mapping with a 'space' mapping of fields")
+    unknown = set(data) - set(DATA_KEYS)
+    if unknown:
+        raise UserError(f"space: {path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                        f"expected {', '.join(DATA_KEYS)}")
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise UserError(f"space: {path}: 'base' must be a mapping of config fields")
+    try:
+        num_samples = int(data.get("num_samples", 1))
+    except (TypeError, ValueError):
+        raise UserError(f"space: {path}: 'num_samples' must be an integer") from None
+    metrics, modes = data.get("metrics") or [], data.get("modes") or []
+    if not (isinstance(metrics, list) and isinstance(modes, list)):
+        raise UserError(f"space: {path}: 'metrics' and 'modes' must be lists")
+    return checked(SearchSpace(
+        name=path.stem, description=str(data.get("description", "")),
+        space={key: axis(key, value, path) for key, value in data["space"].items()}, base=base,
+        search=data.get("search", "grid"), num_samples=num_samples, metrics=metrics, modes=modes,
+        num_trials=data.get("num_trials")))
+
+
+def axis(key: str, value, path: Path):
+    """A YAML/JSON space entry: a fixed value, or a one-key mapping naming a distribution."""
+    from ray import tune
+
+    if not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+        return value  # fixed (no Config field is named like a distribution)
+    kind, args = next(iter(value.items()))
+    if not isinstance(args, list) or not args or (DISTRIBUTIONS[kind] == 2 and len(args) != 2):
+        shape = "a list of values" if DISTRIBUTIONS[kind] == 1 else "[low, high]"
+        raise UserError(f"space: {path}: {key}: {kind} takes {shape}, got {args!r}")
+    try:
+        if kind == "grid":
+            return tune.grid_search(args)
+        if kind == "choice":
+            return tune.choice(args)
+        low, high = (float(a) for a in args) if kind != "randint" else (int(a) for a in args)
+        if not low < high or (kind == "loguniform" and low <= 0):
+            raise ValueError(f"needs {'0 < ' if kind == 'loguniform' else ''}low < high")
+        return getattr(tune, kind)(low, high)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"space: {path}: {key}: {kind}{args}: {err}") from None
+
+
+def checked(space: SearchSpace) -> SearchSpace:
     if space.search not in ("grid", "optuna"):
         raise UserError(f"space: SEARCH must be 'grid' or 'optuna', got {space.search!r}")
     if space.search == "optuna" and (not space.metrics or len(space.metrics) != len(space.modes)):
         raise UserError("space: an optuna space needs METRICS and MODES of equal length")
+    if space.num_samples < 1:
+        raise UserError(f"space: NUM_SAMPLES must be >= 1, got {space.num_samples}")
     return space
 
 

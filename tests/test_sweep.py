@@ -246,3 +246,53 @@ def test_a_trial_trains_on_the_gpu_ray_gave_it_and_only_then(monkeypatch):
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
     assert trial_device("auto").type == "cuda"
     assert trial_device("cpu").type == "cpu"
+
+
+YAML_GRID = """
+description: reconstruction only against gamma 0.5, two seeds
+space:
+  point: {grid: [{alpha: 0.0, gamma: 0.0}, {gamma: 0.5}]}
+  seed: {grid: [0, 1]}
+  hidden: 32
+base: {epochs: 3}
+num_trials: 4
+"""
+
+
+def test_yaml_and_json_spaces_load_like_python_ones(tmp_path):
+    import json
+
+    from ray.tune.search.sample import Categorical, Float
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(YAML_GRID)
+    space = search_spaces.load(str(path))
+    trials = grid_trials(space, parse_args(["--space", str(path)]))
+    assert space.name == "mine" and count_trials(space) == space.num_trials == len(trials) == 4
+    assert sorted((t["gamma"], t["seed"]) for t in trials) == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
+    assert {t["epochs"] for t in trials} == {3} and {t["hidden"] for t in trials} == {32}
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps({"search": "optuna", "num_samples": 3, "metrics": [names.SELECTION],
+                                "modes": ["max"], "space": {"gamma_log10": {"uniform": [-3, 0]},
+                                                            "latent_dim": {"choice": [4, 8]}}}))
+    space = search_spaces.load(str(path))
+    assert isinstance(space.space["gamma_log10"], Float) and space.space["gamma_log10"].lower == -3
+    assert isinstance(space.space["latent_dim"], Categorical) and count_trials(space) == 3
+
+
+@pytest.mark.parametrize("name,text,needle", [
+    ("broken.yaml", "space: {gamma: [0.0,\n", "cannot parse"),
+    ("list.yaml", "- gamma\n", "mapping"),
+    ("typo.yaml", "spaec: {gamma: 0.1}\nspace: {}\n", "spaec"),
+    ("short.yaml", "space: {lr: {uniform: [0.1]}}\n", "uniform"),
+    ("zero.yaml", "space: {lr: {loguniform: [0, 1]}}\n", "loguniform"),
+    ("bad.json", '{"space": {"gamma": {"grid": [-1.0]}}}', "gamma"),
+    ("space.txt", "SPACE = {}\n", "YAML"),
+])
+def test_broken_space_files_of_any_kind_give_one_line_and_exit_2(tmp_path, name, text, needle):
+    path = tmp_path / name
+    path.write_text(text)
+    proc = sweep_cli("--space", str(path), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
