@@ -50,7 +50,9 @@ class SweepArgs:
     address: str = ""  # "" = embedded local Ray; "auto" joins a running cluster
     num_cpus: int = 0  # CPUs of the embedded Ray; 0 = all
     search: str = ""  # grid | optuna; default: the space's own
-    scheduler: str = "none"  # none | asha (early-stops on validation separation; needs eval_every)
+    scheduler: str = "none"  # none | asha (early-stops on scheduler_metric; needs eval_every)
+    scheduler_metric: str = names.SELECTION  # what ASHA compares: a validation figure by default
+    scheduler_mode: str = ""  # max | min; default: min for loss/ and leakage/ metrics, else max
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     checkpoint_every: int = 5  # epochs between checkpoints (also at evaluations and the end)
@@ -89,7 +91,13 @@ def parse_args(argv=None) -> SweepArgs:
     p.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the embedded Ray (0: all)")
     p.add_argument("--search", choices=["grid", "optuna"], default=d.search or None)
     p.add_argument("--scheduler", choices=["none", "asha"], default=d.scheduler)
-    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
+    p.add_argument("--scheduler-metric", default=d.scheduler_metric, metavar="METRIC",
+                   help="metric ASHA stops trials on (default: %(default)s, validation clips; a "
+                        "loss/<term> is also allowed, but loss-based stopping favours small α/β/γ)")
+    p.add_argument("--scheduler-mode", choices=["max", "min"], default=None,
+                   help="default: min for loss/ and leakage/ metrics, max otherwise")
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                   help="trials at once (0: as many as resources allow; Optuna: the cluster's capacity)")
     p.add_argument("--max-failures", type=int, default=d.max_failures)
     p.add_argument("--pack", type=auto_or(int, "pack"), default=d.pack, metavar="K",
                    help=f"train up to K grid points that differ only in alpha/beta/gamma/seed as one "
@@ -121,6 +129,12 @@ def parse_args(argv=None) -> SweepArgs:
     for name in ("checkpoint_every", "keep_checkpoints"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 1")
+    allowed = set(names.eval_scalars()) | {names.loss(t) for t in names.LOSS_TERMS}
+    if args.scheduler_metric not in allowed:
+        raise UserError(f"--scheduler-metric: unknown metric {args.scheduler_metric!r}; e.g. "
+                        f"{names.SELECTION}, {names.leakage('val')}, {names.loss('recon')}")
+    if not args.scheduler_mode:
+        args.scheduler_mode = "min" if args.scheduler_metric.startswith(("loss/", "leakage/")) else "max"
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     return args
@@ -317,6 +331,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
     gpus = args.gpus_per_trial
     if gpus == AUTO:
         gpus = gpu_share(cluster_gpus, cluster_cpus, n_trials, args.cpus_per_trial) if cluster_gpus else 0.0
+    capacity = max(1, int(cluster_cpus // args.cpus_per_trial))  # trials the cluster holds at once
+    if gpus:
+        capacity = max(1, min(capacity, int(round(cluster_gpus / gpus, 6))))
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
@@ -333,7 +350,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
             shutil.rmtree(exp_dir)
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune_config(space, args, eval_every),
+            tune_config=tune_config(space, args, eval_every, capacity, exp_dir),
             run_config=tune.RunConfig(
                 name=args.name,
                 storage_path=args.storage if is_uri(args.storage) else str(Path(args.storage).resolve()),
@@ -352,7 +369,14 @@ def run(args: SweepArgs) -> pd.DataFrame:
     return df
 
 
-def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: int = 0):
+OPTUNA_JOURNAL = "optuna.journal"
+
+
+def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: int = 0,
+                capacity: int = 2, exp_dir: str = ""):
+    """Search and scheduler. Optuna runs `capacity` trials at once (what the cluster holds)
+    unless --max-concurrent says otherwise, and keeps its study in `<exp_dir>/optuna.journal`
+    (local storage), where `optuna-dashboard` can open it."""
     from ray import tune
 
     # a grid's repeats are already among its trials (grid_trials)
@@ -363,17 +387,25 @@ def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: i
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        storage = None
+        if exp_dir and not is_uri(exp_dir):
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            Path(exp_dir).mkdir(parents=True, exist_ok=True)
+            storage = JournalStorage(JournalFileBackend(str(Path(exp_dir) / OPTUNA_JOURNAL)))
         multi = len(space.metrics) > 1
         searcher = OptunaSearch(metric=space.metrics if multi else space.metrics[0],
                                 mode=space.modes if multi else space.modes[0],
-                                sampler=NSGAIISampler(seed=0) if multi else None)
-        search_alg = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent or 2)
+                                sampler=NSGAIISampler(seed=0) if multi else None,
+                                storage=storage, study_name=args.name or space.name)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent or capacity)
     if args.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
         # Validation separation exists at evaluation epochs only: rungs at multiples of
         # eval_every (grace period eval_every, reduction factor 4) always land on one.
-        scheduler = ASHAScheduler(time_attr="epoch", metric=names.SELECTION, mode="max",
+        scheduler = ASHAScheduler(time_attr="epoch", metric=args.scheduler_metric, mode=args.scheduler_mode,
                                   grace_period=max(1, eval_every), reduction_factor=4)
     return tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
                            max_concurrent_trials=args.max_concurrent or None,

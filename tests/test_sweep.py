@@ -110,6 +110,15 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     df = pd.read_parquet(tmp_path / "r" / "my_space" / "results.parquet")
     assert len(df) == 2 and set(df["status"]) == {"ok"}
     assert df["config/gamma"].nunique() == 2 and "leakage/test/mlp" in df
+    # the study outlives the driver: a journal file that optuna (and optuna-dashboard) opens
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "r" / "my_space" / "optuna.journal")))
+    study = optuna.load_study(study_name="my_space", storage=journal)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(len(t.values) == 2 for t in done)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -132,6 +141,7 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
     (["--space", "optuna", "--scheduler", "asha"], "--scheduler"),
     (["--pack", "4", "--scheduler", "asha", "--set", "eval_every=1"], "--pack"),
     (["--scheduler", "asha"], "eval_every"),
+    (["--scheduler", "asha", "--set", "eval_every=1", "--scheduler-metric", "probe/mlp"], "--scheduler-metric"),
     (["--config", "/nonexistent/base.yaml"], "config"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
@@ -214,6 +224,18 @@ def test_asha_stops_on_validation_separation_at_evaluation_epochs():
     assert scheduler._time_attr == "epoch"
     rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]
     assert rungs and all(m % 3 == 0 for m in rungs)  # every rung lands on an evaluation
+    args = parse_args(["--space", "smoke", "--scheduler", "asha", "--scheduler-metric", names.leakage("val")])
+    scheduler = tune_config(space, args, eval_every=3).scheduler
+    assert scheduler._metric == names.leakage("val") and scheduler._mode == "min"  # leakage: lower is better
+
+
+def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
+    from marl.sweep import tune_config
+
+    space = search_spaces.load("optuna")
+    assert tune_config(space, parse_args(["--space", "optuna"]), capacity=7).search_alg.max_concurrent == 7
+    args = parse_args(["--space", "optuna", "--max-concurrent", "3"])
+    assert tune_config(space, args, capacity=7).search_alg.max_concurrent == 3
 
 
 def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
