@@ -316,6 +316,10 @@ def run(args: SweepArgs) -> pd.DataFrame:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     # trials checkpoint often on purpose (resume loses few epochs): no warning for it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Snapshot the experiment state after every result, not every ~10 s: a stale snapshot can
+    # name a trial checkpoint that num_to_keep has deleted since, and Tune then refuses to
+    # resume that trial ("does not exist on storage anymore"; ray-project/ray#27790).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     if not ray.is_initialized():
         init = {"address": args.address} if args.address else {"num_cpus": args.num_cpus or None}
         ray.init(include_dashboard=False, logging_level="WARNING", **init)

@@ -16,6 +16,7 @@ a resumed sweep trains where its new flags put it.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -47,28 +48,48 @@ def trial_device(name: str) -> torch.device:
     return pick_device(name)
 
 
-def restore_state(checkpoint, device) -> dict | None:
-    """The trainer state to resume from: Tune's checkpoint, else the newest intact one beside it.
+def load_checkpoint_state(checkpoint, device) -> dict:
+    """The trainer state in a checkpoint, on local or URI storage (raises if it does not load)."""
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
 
-    After the driver is killed, Tune's saved experiment state can name a checkpoint that
-    `num_to_keep` has since deleted (its snapshots are throttled; ray-project/ray#27790), and a
-    checkpoint written at the moment of the kill can be partial. Rather than fail the trial,
-    fall back to the newest checkpoint in the trial's folder that loads.
+
+def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
+    """The trainer state to resume from, how it was found, and the checkpoint it came from.
+
+    How: "latest" (the newest checkpoint
+    in the trial's folder, or none needed), "fallback" (a newer one did not load and was
+    skipped) or "none" (nothing loads: the trial starts again from epoch 0).
+
+    The newest checkpoint wins over the one Tune recorded: after a driver kill, Tune's
+    (throttled) experiment state can name an older checkpoint, or one that `num_to_keep` has
+    since deleted (ray-project/ray#27790), and resuming from it would train epochs twice. A
+    checkpoint written at the moment of the kill can be partial: it is skipped, and counted.
+    The folder is listed through the checkpoint's own pyarrow filesystem, so a bucket works
+    like a local folder.
     """
     if checkpoint is None:
-        return None
+        return None, "latest", None
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, trial_dir = checkpoint.filesystem, str(Path(checkpoint.path).parent)
     try:
-        with checkpoint.as_directory() as d:
-            return torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
-    except Exception:  # noqa: BLE001 - missing or partial: look for another
-        pass
-    trial_dir = Path(checkpoint.path).parent
-    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        infos = fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
+    except OSError:
+        infos = []
+    folders = sorted((i.path for i in infos if i.type == FileType.Directory
+                      and Path(i.path).name.startswith("checkpoint_")), reverse=True)
+    if checkpoint.path not in folders:
+        folders.append(checkpoint.path)
+    for skipped, folder in enumerate(folders):
+        found = tune.Checkpoint(folder, filesystem=fs)
         try:
-            return torch.load(folder / STATE_FILE, weights_only=False, map_location=device)
-        except Exception:  # noqa: BLE001
+            with found.as_directory() as d:
+                state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
+            return state, "latest" if skipped == 0 else "fallback", found
+        except Exception:  # noqa: BLE001 - missing or partial: try the next newest
             continue
-    return None  # nothing intact: train this trial from the start
+    return None, "none", None
 
 
 def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
@@ -83,14 +104,25 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
     device = trial_device(cfg.device)
     trainer = Trainer(cfgs, data, device)
     diverged: dict[int, int] = {}
-    state = restore_state(tune.get_checkpoint(), device)
+    checkpoint = tune.get_checkpoint()
+    state, found, source = restore_state(checkpoint, device)
+    restarts = state.get("restarts", 0) if state else 0
     if state:
         trainer.load_state_dict(state["trainer"])
         diverged = state["diverged"]
+    if found != "latest":  # never silent: logged, and counted in the results' `restarts`
+        restarts += 1
+        where = f"epoch {trainer.epoch}" if state else "epoch 0 (no intact checkpoint)"
+        print(f"marl: checkpoint {checkpoint.path} did not load; resuming from {where}", file=sys.stderr)
+    if state and "report" in state and (trainer.epoch >= cfg.epochs or len(diverged) == k):
+        # finished before the driver died, which never logged it: report the final result again
+        with source.as_directory() as d:
+            tune.report({**state["report"], "restarts": restarts}, checkpoint=tune.Checkpoint.from_directory(d))
+        return
 
     while trainer.epoch < cfg.epochs and len(diverged) < k:
         losses = trainer.run_epoch()
-        report = {"epoch": trainer.epoch, "node": node, "device": device.type}
+        report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts}
         for i, member_losses in enumerate(losses):
             if i not in diverged and not is_finite(member_losses):
                 diverged[i] = trainer.epoch
@@ -120,11 +152,12 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
                 for i, (_, latents) in results.items():
                     folder = Path(d) / prefix[i]
                     folder.mkdir(parents=True, exist_ok=True)
-                    own = {key: report[key] for key in ("epoch", "node", "device")}
+                    own = {key: report[key] for key in ("epoch", "node", "device", "restarts")}
                     own.update({key[len(prefix[i]):]: v for key, v in report.items() if key.startswith(prefix[i])})
                     (folder / "metrics.json").write_text(json.dumps(own, indent=2))
                     latents.to_parquet(folder / "latents.parquet", index=False)
                     torch.save(model_file(cfgs[i], models[i], data), folder / "model.pt")
-            torch.save({"trainer": trainer.state_dict(), "diverged": diverged}, Path(d) / STATE_FILE)
+            torch.save({"trainer": trainer.state_dict(), "diverged": diverged, "restarts": restarts,
+                        "report": report}, Path(d) / STATE_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
