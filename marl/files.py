@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -28,14 +29,35 @@ def check_writable(path: Path, field: str) -> None:
 
 
 def replace_atomically(target: Path, write) -> None:
-    """Call write(tmp_path), then rename over target: a crash never leaves half a file."""
+    """Call write(tmp_path), then rename over target: a crash never leaves half a file, and a
+    full disk leaves the previous file as it was (and says so)."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"disk full while writing {target}; the previous version, if any, is "
+                            "unchanged: free space and run the command again") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def hold_lock(path: Path, what: str):
+    """Take an exclusive lock on `path` for as long as this process lives (or the returned
+    file stays open); if another process holds it, a UserError naming `what`."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(f"{what} is running now (lock {path}); wait for it to finish, or use --name") from None
+    return handle
 
 
 def write_json(path: Path, obj) -> None:

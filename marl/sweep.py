@@ -28,10 +28,11 @@ from marl import names
 from marl.cli import ArgumentParser, parse_key_values
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
-from marl.files import check_writable
+from marl.files import check_writable, hold_lock
 from marl.results import EPOCHS_FILE, RESULTS_FILE, is_uri, results_frames, summary_table, write_parquet
 
 AUTO = "auto"
+_LOCK = None  # this driver's lock on its sweep name (held until the process ends)
 PACK_CAP = 64  # members per packed trial on a GPU: 31x the throughput of one at K=64, 35x at 256
 PACK_MEMORY_BYTES = 16 * 2**30  # what auto packing lets one trial's members take on its GPU
 
@@ -307,6 +308,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
         raise UserError("--scheduler asha: stops trials on validation separation, which needs "
                         "evaluations during training; add --set eval_every=N")
     check_storage(args, exp_dir)
+    if not is_uri(args.storage):  # one driver per sweep name: a second one must not mix in
+        global _LOCK
+        _LOCK = hold_lock(Path(args.storage) / f".{args.name}.lock", f"a sweep named {args.name!r}")
 
     import ray
     from ray import tune

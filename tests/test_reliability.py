@@ -149,3 +149,48 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     assert restore_state(None, "cpu") == (None, "latest", None)  # a fresh trial is no restart
     empty = tmp_path / "empty" / "checkpoint_000001"
     assert restore_state(tune.Checkpoint.from_directory(str(empty)), "cpu") == (None, "none", None)
+
+
+@pytest.mark.timeout(200)
+def test_a_second_driver_for_a_running_sweep_refuses_at_once(tmp_path):
+    space = write_space(tmp_path / "busy.py", '{"gamma": tune.grid_search([0.0])}', 400, 1)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
+    first = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "r" / "busy"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(exp.glob("trial_*")):
+            time.sleep(0.2)
+        assert list(exp.glob("trial_*")), "the first sweep never started a trial"
+        for extra in (["--overwrite"], ["--resume"]):
+            started = time.time()
+            proc = sweep(*args, *extra, cwd=tmp_path, timeout=60)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1 and "running" in lines[0], proc.stderr[-2000:]
+            assert time.time() - started < 30  # at once, not after Ray starts
+        assert first.poll() is None and list(exp.glob("trial_*"))  # the running sweep is untouched
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+
+
+def test_a_full_disk_while_writing_results_says_so_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    from marl.errors import UserError
+    from marl.results import write_parquet
+
+    target = tmp_path / "results.parquet"
+    write_parquet(pd.DataFrame({"a": [1, 2]}), str(target))
+
+    def no_space(self, path, *a, **k):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", no_space)
+    with pytest.raises(UserError, match="disk full"):
+        write_parquet(pd.DataFrame({"a": [3]}), str(target))
+    monkeypatch.undo()
+    assert pd.read_parquet(target)["a"].tolist() == [1, 2]  # the earlier results, intact
+    assert not list(tmp_path.glob(".*tmp*"))
