@@ -155,8 +155,9 @@ def fixed_fields(space: search_spaces.SearchSpace, args: SweepArgs) -> tuple[dic
     the --set values alone (they win over the space's axes too)."""
     sets = parse_sets(args.sets)
     from_file = Config.from_file(args.config) if args.config else {}
-    fixed = Config.from_dict({"threads": max(1, int(args.cpus_per_trial)), **space.base,
-                              **from_file, **sets}).to_dict()
+    # threads stay 0 (= the CPUs Ray grants the trial, read inside it): a resumed sweep with
+    # another --cpus-per-trial then runs with the new count
+    fixed = Config.from_dict({**space.base, **from_file, **sets}).to_dict()
     return fixed, {k: fixed[k] for k in sets}
 
 

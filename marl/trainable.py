@@ -9,8 +9,9 @@ and at the end; the final one holds, per member (`m<i>/` when packed), `model.pt
 weights, input normalisation), `metrics.json` and `latents.parquet`. A non-finite loss ends a
 member early with `diverged` = 1 and the epoch it happened.
 
-The device follows what Ray gave the trial: CUDA when it holds a GPU, the CPU otherwise, so
-a resumed sweep trains where its new flags put it.
+The device and the torch threads follow what Ray gave this run of the trial (CUDA when it
+holds a GPU, the CPU otherwise; as many threads as CPUs unless `threads` is set), so a resumed
+sweep trains where and how its new flags say; `cpus` and `gpus` record what it was given.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
     packed = is_packed(config)
     prefix = [names.member_prefix(i, packed) for i in range(k)]
     node = ray.get_runtime_context().get_node_id()  # which machine ran it, for the record
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)  # match the CPUs Ray gave this trial
+    granted = ray.get_runtime_context().get_assigned_resources()  # this run's, resumed or not
+    torch.set_num_threads(cfg.threads or max(1, int(granted.get("CPU", 1))))
     data = load_dataset(cfg)  # built once per node, shared through the on-disk cache
     device = trial_device(cfg.device)
     trainer = Trainer(cfgs, data, device)
@@ -122,7 +123,9 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
 
     while trainer.epoch < cfg.epochs and len(diverged) < k:
         losses = trainer.run_epoch()
-        report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts}
+        report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts,
+                  "cpus": granted.get("CPU", 0.0), "gpus": granted.get("GPU", 0.0),
+                  "threads": torch.get_num_threads()}
         for i, member_losses in enumerate(losses):
             if i not in diverged and not is_finite(member_losses):
                 diverged[i] = trainer.epoch
@@ -152,7 +155,7 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
                 for i, (_, latents) in results.items():
                     folder = Path(d) / prefix[i]
                     folder.mkdir(parents=True, exist_ok=True)
-                    own = {key: report[key] for key in ("epoch", "node", "device", "restarts")}
+                    own = {key: report[key] for key in ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads")}
                     own.update({key[len(prefix[i]):]: v for key, v in report.items() if key.startswith(prefix[i])})
                     (folder / "metrics.json").write_text(json.dumps(own, indent=2))
                     latents.to_parquet(folder / "latents.parquet", index=False)

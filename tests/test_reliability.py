@@ -194,3 +194,30 @@ def test_a_full_disk_while_writing_results_says_so_and_keeps_the_previous_file(t
     monkeypatch.undo()
     assert pd.read_parquet(target)["a"].tolist() == [1, 2]  # the earlier results, intact
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.timeout(450)
+def test_resume_trains_with_the_resumed_commands_resources(tmp_path):
+    import json
+
+    space = write_space(tmp_path / "res.py", '{"gamma": tune.grid_search([0.0])}', 40, 1)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2", "--checkpoint-every", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--cpus-per-trial", "1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "r" / "res"
+    def epochs_done():
+        return max((len(f.read_text().splitlines()) for f in exp.glob("*/result.json")), default=0)
+
+    deadline = time.time() + 180
+    while time.time() < deadline and not 3 <= epochs_done():
+        time.sleep(0.2)
+    assert 3 <= epochs_done() < 40, "the kill did not land mid-trial"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    proc = sweep(*args, "--cpus-per-trial", "2", "--resume", cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reports = [json.loads(line) for trial in exp.glob("trial_*") for line in (trial / "result.json").read_text().splitlines()]
+    assert (reports[0]["cpus"], reports[0]["threads"]) == (1, 1)
+    assert (reports[-1]["cpus"], reports[-1]["threads"]) == (2, 2)  # granted by the new flag, and used
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df["cpus"].tolist() == [2] and df["epoch"].tolist() == [40] and df["restarts"].tolist() == [0]
