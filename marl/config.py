@@ -85,6 +85,13 @@ class Config:
         return cfg
 
     @classmethod
+    def from_labelled(cls, values: dict) -> "Config":
+        """`from_dict` of a trial's flat config, whose non-field keys (labels such as
+        `ablation`) are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls.from_dict({k: v for k, v in values.items() if k in known})
+
+    @classmethod
     def from_file(cls, path: str | Path) -> dict:
         """Read a JSON or YAML file of config fields (not yet validated)."""
         path = Path(path)

@@ -169,7 +169,7 @@ def grid_trials(space: search_spaces.SearchSpace, args: SweepArgs) -> list[dict]
         trial = {**search_spaces.resolve_trial_config(variant), **sets}
         check_variant(trial)
         labels = {k: v for k, v in trial.items() if k in search_spaces.LABEL_KEYS}
-        trials.append({**config_of(trial).to_dict(), **labels})  # values coerced to their types
+        trials.append({**Config.from_labelled(trial).to_dict(), **labels})  # values coerced to their types
     return trials * (args.num_samples or space.num_samples)
 
 
@@ -191,7 +191,7 @@ def pack_trials(trials: list[dict], k: int) -> list[dict]:
 
     groups: dict[tuple, list[list[dict]]] = {}
     for trial in trials:
-        chunks = groups.setdefault(pack_key(config_of(trial)), [[]])
+        chunks = groups.setdefault(pack_key(Config.from_labelled(trial)), [[]])
         if len(chunks[-1]) == k:
             chunks.append([])
         chunks[-1].append(trial)
@@ -206,19 +206,10 @@ def grid_param_space(trials: list[dict]) -> dict:
     and each trial's config then show exactly what it trains with, nothing overridden."""
     if len(trials) == 1:
         return trials[0]
-    common = {k: v for k, v in trials[0].items() if all(k in t and t[k] == v for t in trials)}
-    return {**common, "trial": tune_grid([{k: v for k, v in t.items() if k not in common} for t in trials])}
-
-
-def tune_grid(values: list):
     from ray import tune
 
-    return tune.grid_search(values)
-
-
-def config_of(trial: dict) -> Config:
-    known = {f.name for f in fields(Config)}
-    return Config.from_dict({k: v for k, v in trial.items() if k in known})
+    common = {k: v for k, v in trials[0].items() if all(k in t and t[k] == v for t in trials)}
+    return {**common, "trial": tune.grid_search([{k: v for k, v in t.items() if k not in common} for t in trials])}
 
 
 def expand_grid(param_space: dict) -> list[dict]:
@@ -233,7 +224,7 @@ def check_variant(variant: dict) -> None:
     if unknown:
         raise UserError(f"space: unknown config field(s) {', '.join(sorted(unknown))}")
     try:
-        config_of(variant)
+        Config.from_labelled(variant)
     except UserError as err:
         raise UserError(f"space: {err}") from None
 
@@ -333,7 +324,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     if trials is not None:
         pack = args.pack
         if pack == AUTO:
-            pack = auto_pack(config_of(trials[0])) if cluster_gpus and packing_allowed else 1
+            pack = auto_pack(Config.from_labelled(trials[0])) if cluster_gpus and packing_allowed else 1
         trials = pack_trials(trials, pack)
         param_space = grid_param_space(trials)
     n_trials = len(trials) if trials is not None else (args.num_samples or space.num_samples)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import ray
@@ -30,6 +29,7 @@ from marl import names
 from marl.config import Config
 from marl.data import load_dataset
 from marl.evaluate import evaluate_members
+from marl.results import unprefixed
 from marl.train import Trainer, is_finite, model_file, pick_device
 from search_spaces import is_packed, trial_members
 
@@ -38,8 +38,7 @@ STATE_FILE = "trainer.pt"
 
 def trial_configs(config: dict) -> list[Config]:
     """The Configs a trial trains (labels such as `ablation` dropped)."""
-    known = {f.name for f in fields(Config)}
-    return [Config.from_dict({k: v for k, v in m.items() if k in known}) for m in trial_members(config)]
+    return [Config.from_labelled(m) for m in trial_members(config)]
 
 
 def trial_device(name: str) -> torch.device:
@@ -58,9 +57,9 @@ def load_checkpoint_state(checkpoint, device) -> dict:
 def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
     """The trainer state to resume from, how it was found, and the checkpoint it came from.
 
-    How: "latest" (the newest checkpoint
-    in the trial's folder, or none needed), "fallback" (a newer one did not load and was
-    skipped) or "none" (nothing loads: the trial starts again from epoch 0).
+    How: "latest" (the newest checkpoint in the trial's folder, or none needed), "fallback" (a
+    newer one did not load and was skipped) or "none" (nothing loads: the trial starts again
+    from epoch 0).
 
     The newest checkpoint wins over the one Tune recorded: after a driver kill, Tune's
     (throttled) experiment state can name an older checkpoint, or one that `num_to_keep` has
@@ -85,9 +84,7 @@ def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
     for skipped, folder in enumerate(folders):
         found = tune.Checkpoint(folder, filesystem=fs)
         try:
-            with found.as_directory() as d:
-                state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
-            return state, "latest" if skipped == 0 else "fallback", found
+            return load_checkpoint_state(found, device), "latest" if skipped == 0 else "fallback", found
         except Exception:  # noqa: BLE001 - missing or partial: try the next newest
             continue
     return None, "none", None
@@ -155,12 +152,9 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
                 for i, (_, latents) in results.items():
                     folder = Path(d) / prefix[i]
                     folder.mkdir(parents=True, exist_ok=True)
-                    own = {key: report[key] for key in ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads")}
-                    own.update({key[len(prefix[i]):]: v for key, v in report.items() if key.startswith(prefix[i])})
-                    (folder / "metrics.json").write_text(json.dumps(own, indent=2))
+                    (folder / "metrics.json").write_text(json.dumps(unprefixed(report, prefix[i]), indent=2))
                     latents.to_parquet(folder / "latents.parquet", index=False)
                     torch.save(model_file(cfgs[i], models[i], data), folder / "model.pt")
             torch.save({"trainer": trainer.state_dict(), "diverged": diverged, "restarts": restarts,
                         "report": report}, Path(d) / STATE_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
-
