@@ -6,6 +6,9 @@ matmul_peak_gflops, mfu, `packed_speedup` per K (training steps of K packed conf
 against K steps of one), checkpoint size and write time, and Ray's overhead per trial.
 --sweep adds `paper_ablation_seconds`, the wall time of plain `python -m marl.sweep`;
 --paper-scale adds `paper_ablation_paper_scale_seconds` (configs/paper_scale.yaml; hours on a CPU).
+--compile adds `compiled_step_speedup`: training steps with `torch.compile` against eager, and the
+compile time. The JSON is rewritten after each section, so a run cut short keeps what it measured;
+a section that fails records its error instead of its figure.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,11 +112,36 @@ def ray_overhead_seconds(n_trials: int = 4) -> float:
     return float(out.stdout.strip().splitlines()[-1]) / n_trials
 
 
-def sweep_seconds(*extra: str) -> float:
+def sweep_seconds(*extra: str, keep: str | None = None) -> float:
+    """Wall time of `python -m marl.sweep`; with `keep`, its results.parquet is copied there."""
     with tempfile.TemporaryDirectory() as storage:
-        _, seconds = timed(subprocess.run, [sys.executable, "-m", "marl.sweep", "--storage", storage, *extra],
-                           check=True, capture_output=True)
+        out, seconds = timed(subprocess.run, [sys.executable, "-m", "marl.sweep", "--storage", storage,
+                                              "--name", "bench", *extra], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"marl.sweep exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+        if keep:
+            shutil.copy(Path(storage) / "bench" / "results.parquet", keep)
     return seconds
+
+
+def compiled_speedup(cfg: Config, data, device, k: int, mode: str) -> dict:
+    """Training-step speed-up of `torch.compile` on the loss (forward and backward) of K members."""
+    eager = step_seconds(Trainer([cfg.replace(seed=i) for i in range(k)], data, device))
+    trainer = Trainer([cfg.replace(seed=i) for i in range(k)], data, device)
+    trainer.terms = torch.compile(trainer.terms, mode=mode)
+    start = time.perf_counter()
+    step_seconds(trainer, steps=1)  # compiles
+    compile_seconds = time.perf_counter() - start
+    return {"speedup": eager / step_seconds(trainer, steps=20), "compile_seconds": compile_seconds}
+
+
+def attempt(res: dict, key: str, fn, *args, **kwargs) -> None:
+    """res[key] = fn(...), or the error it raised: one failed section does not lose the others."""
+    try:
+        res[key] = fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - recorded in the JSON, not hidden
+        res[key] = {"error": f"{type(err).__name__}: {err}"}
+    print(f"{key}: {res[key]}", file=sys.stderr)
 
 
 def main() -> None:
@@ -123,7 +152,14 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also time the 30-trial paper ablation")
     parser.add_argument("--paper-scale", action="store_true",
                         help="also time the paper ablation at configs/paper_scale.yaml")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile on the step")
+    parser.add_argument("--keep-results", default=None,
+                        help="folder to copy each timed sweep's results.parquet into")
     args = parser.parse_args()
+    out = Path(args.json)
+
+    def save() -> None:
+        out.write_text(json.dumps(res, indent=2))
 
     cfg = Config.from_dict({"umap": False})
     device = pick_device(cfg.device)
@@ -134,6 +170,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
     print(f"machine: {res['machine']}", file=sys.stderr)
     res["matmul_peak_gflops"] = matmul_peak_gflops(device)
+    save()
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MARL_CACHE"] = cache
@@ -163,8 +200,10 @@ def main() -> None:
         amp.run_epoch()  # warm-up
         _, amp_epoch = timed(amp.run_epoch)
         res["amp_pairs_per_second"] = n_batches * cfg.batch_size / amp_epoch  # bf16 autocast
-        res["breakdown_seconds"] = {"data": data_load, "training": training, "evaluation": evaluation,
-                                    "ray_overhead_per_trial": ray_overhead_seconds()}
+        res["breakdown_seconds"] = {"data": data_load, "training": training, "evaluation": evaluation}
+        save()
+        attempt(res["breakdown_seconds"], "ray_overhead_per_trial", ray_overhead_seconds)
+        save()
 
         ks = [int(k) for k in (args.pack_k or ("16,64,256" if device.type == "cuda" else "16")).split(",")]
         one = step_seconds(Trainer(cfg, data, device))
@@ -175,14 +214,30 @@ def main() -> None:
             res["packed_speedup"][str(k)] = k * one / step_seconds(packed)
             res["packed_checkpoint"][str(k)] = checkpoint_figures(packed)
             print(f"K={k}: {res['packed_speedup'][str(k)]:.1f}x", file=sys.stderr)
+            save()
             del packed
 
+    keep = Path(args.keep_results) if args.keep_results else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
     if args.sweep:
-        res["paper_ablation_seconds"] = sweep_seconds()
+        attempt(res, "paper_ablation_seconds", sweep_seconds, keep=keep and str(keep / "default.parquet"))
+        save()
     if args.paper_scale:
-        res["paper_ablation_paper_scale_seconds"] = sweep_seconds(
-            "--config", str(Path(__file__).resolve().parents[1] / "configs" / "paper_scale.yaml"))
-    Path(args.json).write_text(json.dumps(res, indent=2))
+        attempt(res, "paper_ablation_paper_scale_seconds", sweep_seconds, "--config",
+                str(Path(__file__).resolve().parents[1] / "configs" / "paper_scale.yaml"),
+                keep=keep and str(keep / "paper_scale.parquet"))
+        save()
+    if args.compile:  # last: compiling takes minutes
+        res["compiled_step_speedup"] = {}
+        modes = ["default", "reduce-overhead"] if device.type == "cuda" else ["default"]
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["MARL_CACHE"] = cache
+            data = load_dataset(cfg)
+            for k in (1, ks[0]):
+                for mode in modes:
+                    attempt(res["compiled_step_speedup"], f"K={k} {mode}", compiled_speedup, cfg, data, device, k, mode)
+                    save()
     print(json.dumps(res, indent=2))
 
 
