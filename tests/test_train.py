@@ -144,3 +144,12 @@ def test_mixed_precision_trains_and_stays_close_to_fp32(tiny_cfg):
         last = amp.run_epoch()[0][names.loss("total")]
     assert last < first
     assert all(p.dtype == torch.float32 for p in amp.params.values())  # master weights fp32
+
+
+def test_a_compiled_step_trains_like_the_eager_one(tiny_cfg):
+    data = load_dataset(tiny_cfg)
+    eager, compiled = (Trainer(tiny_cfg.replace(compile=c), data, torch.device("cpu")) for c in (False, True))
+    assert hasattr(compiled.terms, "_torchdynamo_orig_callable") and not hasattr(eager.terms, "_torchdynamo_orig_callable")
+    for _ in range(2):
+        want, got = eager.run_epoch()[0], compiled.run_epoch()[0]
+        assert got == pytest.approx(want, rel=1e-3)
