@@ -14,6 +14,8 @@ SPLITS = ("val", "test")
 PROBE_KINDS = ("linear", "mlp")
 LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl")
 DIVERGED = "diverged"
+# seconds a run of a trial has spent training, evaluating and checkpointing before each report
+TRIAL_TIMES = ("time/train_seconds", "time/eval_seconds", "time/checkpoint_seconds")
 
 
 def member_prefix(i: int, packed: bool = True) -> str:

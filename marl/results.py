@@ -15,10 +15,11 @@ from marl.files import replace_atomically
 RESULTS_FILE = "results.parquet"
 EPOCHS_FILE = "epochs.parquet"
 METRIC_PREFIXES = ("probe", "separation", "leakage", "mi", "mi_mean", "mi_baseline", "mig", "loss")
-METRIC_NAMES = (names.DIVERGED, "diverged_epoch", "epoch", "node", "device", "restarts", "cpus", "gpus", "threads")
-SHARED_NAMES = ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads")  # reported once per trial, true of every member
+SHARED_NAMES = ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads",
+                *names.TRIAL_TIMES)  # reported once per trial, true of every member
+METRIC_NAMES = (names.DIVERGED, "diverged_epoch", *SHARED_NAMES)
 EPOCH_PREFIXES = ("loss/", "probe/", "separation/", "leakage/", "mi_mean/", "mi_baseline/", "mig/")
-EPOCH_NAMES = ("epoch", names.DIVERGED)
+EPOCH_NAMES = ("epoch", names.DIVERGED, *names.TRIAL_TIMES)
 SUMMARY_COLUMNS = [names.probe("private", "timbre"), names.probe("shared", "timbre"),
                    names.probe("private", "pitch"), names.probe("shared", "pitch"), names.SEPARATION]
 

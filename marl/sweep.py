@@ -304,6 +304,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
         global _LOCK
         _LOCK = hold_lock(Path(args.storage) / f".{args.name}.lock", f"a sweep named {args.name!r}")
 
+    if trials is not None and not args.address and not args.resume:
+        prebuild_data([Config.from_labelled(t) for t in trials])
+
     import ray
     from ray import tune
 
@@ -367,6 +370,20 @@ def run(args: SweepArgs) -> pd.DataFrame:
     print(f"\nresults: {exp_dir}/{RESULTS_FILE}  (pandas.read_parquet)")
     print(f"report:  python -m analysis.report {exp_dir} --out report")
     return df
+
+
+def prebuild_data(cfgs: list[Config]) -> None:
+    """Build each distinct dataset of an embedded-Ray sweep in the driver, on all its cores:
+    trials, which get 1 thread each when given 1 CPU, then load it from this node's cache
+    instead of generating it themselves."""
+    from marl.data import cache_path, load_dataset
+
+    todo = {cache_path(c): c for c in cfgs if not cache_path(c).exists()}
+    if todo:
+        start = time.perf_counter()
+        for cfg in todo.values():
+            load_dataset(cfg)
+        print(f"data: {len(todo)} dataset(s) built in {time.perf_counter() - start:.0f} s")
 
 
 OPTUNA_JOURNAL = "optuna.journal"

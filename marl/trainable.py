@@ -12,6 +12,8 @@ member early with `diverged` = 1 and the epoch it happened.
 The device and the torch threads follow what Ray gave this run of the trial (CUDA when it
 holds a GPU, the CPU otherwise; as many threads as CPUs unless `threads` is set), so a resumed
 sweep trains where and how its new flags say; `cpus` and `gpus` record what it was given.
+`time/train_seconds`, `time/eval_seconds` and `time/checkpoint_seconds` add up what this run
+of the trial spent on each before the report (a checkpoint's own writing counts in the next).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -118,8 +121,12 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
             tune.report({**state["report"], "restarts": restarts}, checkpoint=tune.Checkpoint.from_directory(d))
         return
 
+    spent = dict.fromkeys(names.TRIAL_TIMES, 0.0)
+    train_s, eval_s, checkpoint_s = names.TRIAL_TIMES
     while trainer.epoch < cfg.epochs and len(diverged) < k:
+        start = time.perf_counter()
         losses = trainer.run_epoch()
+        spent[train_s] += time.perf_counter() - start
         report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts,
                   "cpus": granted.get("CPU", 0.0), "gpus": granted.get("GPU", 0.0),
                   "threads": torch.get_num_threads()}
@@ -138,15 +145,19 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
         alive = [i for i in range(k) if i not in diverged]
         results = {}
         if evaluating and alive:
+            start = time.perf_counter()
             models = trainer.members()
             evaluated = evaluate_members([models[i] for i in alive], [cfgs[i] for i in alive], data,
                                          device, with_umap=final and cfg.umap)
             results = dict(zip(alive, evaluated))
             for i, (metrics, _) in results.items():
                 report.update({prefix[i] + key: v for key, v in metrics.items()})
+            spent[eval_s] += time.perf_counter() - start
+        report.update(spent)
         if not (final or evaluating or trainer.epoch % checkpoint_every == 0):
             tune.report(report)
             continue
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             if final:
                 for i, (_, latents) in results.items():
@@ -158,3 +169,4 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
             torch.save({"trainer": trainer.state_dict(), "diverged": diverged, "restarts": restarts,
                         "report": report}, Path(d) / STATE_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+        spent[checkpoint_s] += time.perf_counter() - start

@@ -79,6 +79,11 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     assert len(df["mi/timbre/shared"].iloc[0]) == 4  # one MI per latent dimension
     epochs = pd.read_parquet(exp / "epochs.parquet")
     assert len(epochs) == 2 * 2 and {"trial", "epoch", "loss/recon"} <= set(epochs.columns)
+    # where each trial's time went: training every epoch, evaluation at the end, a checkpoint between
+    assert (df["time/train_seconds"] > 0).all() and (df["time/eval_seconds"] > 0).all()
+    first = epochs[epochs["epoch"] == 1]
+    assert (first["time/eval_seconds"] == 0).all() and (first["time/train_seconds"] > 0).all()
+    assert (epochs.groupby("trial")["time/train_seconds"].diff().dropna() > 0).all()  # cumulative
     for ckpt in df["checkpoint"]:
         assert (Path(ckpt) / "latents.parquet").exists()
     assert "results.parquet" in proc.stdout
@@ -318,3 +323,17 @@ def test_broken_space_files_of_any_kind_give_one_line_and_exit_2(tmp_path, name,
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_the_driver_builds_each_dataset_once_before_the_trials(tiny_cfg, tmp_path, monkeypatch, capsys):
+    from marl.data import cache_path
+    from marl.sweep import prebuild_data
+
+    monkeypatch.setenv("MARL_CACHE", str(tmp_path))
+    base = tiny_cfg
+    cfgs = [base, base.replace(gamma=1.0, seed=3), base.replace(data_seed=1)]  # two datasets
+    prebuild_data(cfgs)
+    assert "2 dataset(s) built" in capsys.readouterr().out
+    assert all(cache_path(c).exists() for c in cfgs)
+    prebuild_data(cfgs)  # cached: nothing to do
+    assert capsys.readouterr().out == ""
