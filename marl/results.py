@@ -40,6 +40,32 @@ def write_parquet(df: pd.DataFrame, target: str) -> None:
     replace_atomically(Path(target), lambda tmp: df.to_parquet(tmp, index=False))
 
 
+def write_text(target: str, text: str) -> None:
+    """Like write_parquet, for a small text file."""
+    if is_uri(target):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        with fs.open_output_stream(path) as stream:
+            stream.write(text.encode())
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(Path(target), lambda tmp: tmp.write_text(text))
+
+
+def read_text(target: str) -> str | None:
+    """The text of a local or URI file; None when it does not exist."""
+    if is_uri(target):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode()
+    return Path(target).read_text() if Path(target).is_file() else None
+
+
 def members(config: dict) -> list[tuple[str, dict]]:
     """(metric prefix, flat config) of each configuration a trial trained."""
     packed = search_spaces.is_packed(config)

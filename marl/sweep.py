@@ -15,6 +15,8 @@ so each trial's config (Ray's table, `ResultGrid`) holds exactly the values it t
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import time
@@ -29,7 +31,8 @@ from marl.cli import ArgumentParser, parse_key_values
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, hold_lock
-from marl.results import EPOCHS_FILE, RESULTS_FILE, is_uri, results_frames, summary_table, write_parquet
+from marl.results import (EPOCHS_FILE, RESULTS_FILE, is_uri, read_text, results_frames, summary_table,
+                          write_parquet, write_text)
 
 AUTO = "auto"
 _LOCK = None  # this driver's lock on its sweep name (held until the process ends)
@@ -241,6 +244,31 @@ def experiment_dir(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage).resolve() / name)
 
 
+ARGS_FILE = "sweep.json"  # the flags a sweep started with, for --resume to check against
+# What Tuner.restore keeps from the first run (trials, search, scheduler, failure and checkpoint
+# settings): a resume that asks for other values is refused instead of silently ignored.
+FIXED_ON_RESUME = ("space", "num_samples", "search", "scheduler", "scheduler_metric",
+                   "pack", "config", "sets", "max_concurrent", "max_failures", "keep_checkpoints")
+
+
+def flag(field: str) -> str:
+    return "--set" if field == "sets" else "--" + field.replace("_", "-")
+
+
+def check_resume_flags(args: SweepArgs, recorded: dict) -> None:
+    """Refuse a flag given on --resume whose value differs from the one the sweep started with
+    (flags left at their defaults keep the original values)."""
+    default = dataclasses.asdict(SweepArgs())
+    given = json.loads(json.dumps(dataclasses.asdict(args)))  # tuples as lists, like the record
+    for field in FIXED_ON_RESUME:
+        if field in recorded and given[field] != recorded[field] and given[field] != json.loads(
+                json.dumps(default[field])):
+            was = recorded[field]
+            was = (" ".join(map(str, was)) if isinstance(was, list) else was) or "(not given)"
+            raise UserError(f"--resume: {flag(field)} cannot change on resume (this sweep started with "
+                            f"{flag(field)} {was}); drop it, or start a new sweep with --name")
+
+
 def check_storage(args: SweepArgs, exp_dir: str) -> None:
     from ray import tune
 
@@ -300,6 +328,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
         raise UserError("--scheduler asha: stops trials on validation separation, which needs "
                         "evaluations during training; add --set eval_every=N")
     check_storage(args, exp_dir)
+    if args.resume:
+        recorded = read_text(f"{exp_dir}/{ARGS_FILE}")
+        check_resume_flags(args, json.loads(recorded) if recorded else {})
     if not is_uri(args.storage):  # one driver per sweep name: a second one must not mix in
         global _LOCK
         _LOCK = hold_lock(Path(args.storage) / f".{args.name}.lock", f"a sweep named {args.name!r}")
@@ -351,6 +382,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
             import shutil
 
             shutil.rmtree(exp_dir)
+        write_text(f"{exp_dir}/{ARGS_FILE}", json.dumps(dataclasses.asdict(args), indent=2))
         tuner = tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune_config(space, args, eval_every, capacity, exp_dir),

@@ -221,3 +221,35 @@ def test_resume_trains_with_the_resumed_commands_resources(tmp_path):
     assert (reports[-1]["cpus"], reports[-1]["threads"]) == (2, 2)  # granted by the new flag, and used
     df = pd.read_parquet(exp / "results.parquet")
     assert df["cpus"].tolist() == [2] and df["epoch"].tolist() == [40] and df["restarts"].tolist() == [0]
+
+
+@pytest.mark.timeout(400)
+def test_a_trial_whose_worker_is_sigkilled_is_retried_from_its_checkpoint(tmp_path):
+    import json
+
+    space = write_space(tmp_path / "wk.py", '{"gamma": tune.grid_search([0.1])}', 25, 1)
+    exp = tmp_path / "r" / "wk"
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", "--space", str(space), "--storage",
+                               str(tmp_path / "r"), "--num-cpus", "2", "--checkpoint-every", "1",
+                               "--max-failures", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(exp.glob("*/checkpoint_*"))) < 2:
+            time.sleep(0.2)  # the trial is training with a checkpoint behind it
+        workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 1, workers  # the one trial's worker process
+        os.kill(int(workers[0]), signal.SIGKILL)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, out[-3000:]
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df["status"].tolist() == ["ok"] and df["epoch"].tolist() == [25] and df["restarts"].tolist() == [0]
+    (trial,) = exp.glob("trial_*")
+    epochs = [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
+    assert epochs.count(1) == 1, epochs  # not retrained from scratch
+    assert epochs[-1] == 25 and sorted(set(epochs)) == list(range(1, 26))
+    assert len(epochs) - 25 <= 1, epochs  # only the epoch in flight at the kill ran twice
+    assert "failed" in out.lower() or "error" in out.lower()  # Tune saw the worker die and retried

@@ -337,3 +337,42 @@ def test_the_driver_builds_each_dataset_once_before_the_trials(tiny_cfg, tmp_pat
     assert all(cache_path(c).exists() for c in cfgs)
     prebuild_data(cfgs)  # cached: nothing to do
     assert capsys.readouterr().out == ""
+
+
+def test_resume_refuses_flags_the_restored_sweep_would_ignore():
+    import dataclasses
+    import json
+
+    from marl.errors import UserError
+    from marl.sweep import check_resume_flags
+
+    recorded = json.loads(json.dumps(dataclasses.asdict(parse_args(["--pack", "30", "--set", "epochs=3"]))))
+    check_resume_flags(parse_args(["--resume"]), recorded)  # defaults: the original values stand
+    check_resume_flags(parse_args(["--resume", "--pack", "30", "--set", "epochs=3"]), recorded)  # the same
+    check_resume_flags(parse_args(["--resume", "--cpus-per-trial", "2", "--checkpoint-every", "1"]), recorded)
+    for argv, needle in ((["--pack", "4"], "--pack 30"), (["--set", "epochs=5"], "--set epochs=3"),
+                         (["--config", "c.yaml"], "--config (not given)"), (["--max-failures", "3"], "--max-failures 1")):
+        with pytest.raises(UserError, match="cannot change on resume") as err:
+            check_resume_flags(parse_args(["--resume", *argv]), recorded)
+        assert needle in str(err.value)
+
+
+def test_resume_with_a_changed_pack_exits_2_and_leaves_the_sweep_alone(smoke_sweep):
+    tmp_path, _ = smoke_sweep
+    results = tmp_path / "results" / "smoke" / "results.parquet"
+    before = results.stat().st_mtime_ns
+    proc = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", "--pack", "2", cwd=tmp_path)
+    assert proc.returncode == 2 and "--pack" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and results.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_unwritable_storage_is_one_line_before_ray_starts(tmp_path, where):
+    if where == "under_a_file":
+        (tmp_path / "afile").write_text("x")
+        storage = str(tmp_path / "afile" / "results")
+    else:
+        storage = "/proc/marl-results"  # read-only even for root, who can write past chmod
+    proc = sweep_cli("--space", "smoke", "--storage", storage, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: storage:"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "ray" not in proc.stdout.lower()
