@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import tables
-from marl import names, plots
+from marl import names, plots, results
 from marl.plots import plt, save
 
 PRIVATE_COLOUR, SHARED_COLOUR = "#4c72b0", "#dd8452"
@@ -47,12 +47,26 @@ def mi_heatmap_for_trial(row: pd.Series, path_base) -> list[Path]:
     return plots.mi_heatmap(mi, path_base, title=str(row.get("trial", ""))[:60])
 
 
-def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> list[Path] | None:
-    """UMAP of private / both / shared latents from the trial's final checkpoint, if it has one."""
+def trial_latents(row: pd.Series) -> tuple[pd.DataFrame | None, str]:
+    """The test latents in a trial's final checkpoint (a local path or a URI), or None and why not."""
     ckpt = row.get("checkpoint")
-    if not isinstance(ckpt, str) or not (Path(ckpt) / "latents.parquet").exists():
-        return None
-    latents = pd.read_parquet(Path(ckpt) / "latents.parquet")
+    if not isinstance(ckpt, str) or not ckpt:
+        return None, f"trial {row.get('trial')} has no checkpoint in results.parquet"
+    file = f"{ckpt.rstrip('/')}/latents.parquet"
+    try:
+        if not results.exists(file):
+            return None, f"{file} does not exist (moved, deleted, or storage not reachable from here)"
+        return results.read_parquet(file), ""
+    except OSError as err:  # unreachable cluster storage, missing credentials, ...
+        return None, f"{file} could not be read: {str(err).splitlines()[0][:160]}"
+
+
+def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> tuple[list[Path] | None, str]:
+    """UMAP of private / both / shared latents from the trial's final checkpoint; (None, why)
+    when the checkpoint cannot be read."""
+    latents, why = trial_latents(row)
+    if latents is None:
+        return None, why
     private = latents.filter(regex=r"^private_\d+$").to_numpy()
     shared = latents.filter(regex=r"^shared_\d+$").to_numpy()
     sets = {"private": private, "both": np.concatenate([private, shared], 1), "shared": shared}
@@ -63,7 +77,7 @@ def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> list[Path] | Non
             emb[name] = latents[cols].to_numpy()
         else:
             emb[name] = plots.umap_embedding(codes, seed)
-    return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base)
+    return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base), ""
 
 
 def latent_size_curves(table: pd.DataFrame, path_base) -> list[Path]:

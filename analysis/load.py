@@ -1,28 +1,39 @@
-"""Load one or many sweep folders into one DataFrame."""
+"""Load one or many sweep folders — local paths or URIs (s3://, gs://, file://) — into one DataFrame."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from marl.errors import UserError
+from marl.results import exists, is_uri, read_parquet
 
 RESULTS_FILE = "results.parquet"
 
 
-def _results_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise UserError(f"no such results folder: {path}")
-    target = path / RESULTS_FILE
-    if not target.exists():
-        raise UserError(f"{path} holds no {RESULTS_FILE}: is it a sweep folder "
+def _file_type(target: str):
+    """pyarrow's FileType of a local path or a URI (s3://, gs://, file://)."""
+    if is_uri(target):
+        fs, path = pafs.FileSystem.from_uri(target)
+        return fs.get_file_info(path).type
+    return pafs.LocalFileSystem().get_file_info(str(Path(target).resolve())).type
+
+
+def _results_file(target: str) -> str:
+    kind = _file_type(target)
+    if kind == pafs.FileType.File:
+        return target
+    if kind == pafs.FileType.NotFound:
+        raise UserError(f"no such results folder: {target}")
+    file = f"{target.rstrip('/')}/{RESULTS_FILE}"
+    if _file_type(file) != pafs.FileType.File:
+        raise UserError(f"{target} holds no {RESULTS_FILE}: is it a sweep folder "
                         "(<storage>/<name>) whose sweep finished or was resumed to the end?")
-    return target
+    return file
 
 
 def load_results(paths) -> pd.DataFrame:
@@ -36,13 +47,15 @@ def load_results(paths) -> pd.DataFrame:
     if not paths:
         raise UserError("no results folders given")
     tables = []
-    for p in map(Path, paths):
+    for p in map(str, paths):
         file = _results_file(p)
         try:
-            table = ds.dataset(file, format="parquet").to_table()
+            fs, path = pafs.FileSystem.from_uri(file) if is_uri(file) else (None, file)
+            table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{file} is not a readable Parquet file ({str(err).splitlines()[0][:120]})") from None
-        experiment = (file.parent if file.name == RESULTS_FILE else file).name
+        name = PurePosixPath(file.split("://", 1)[-1])
+        experiment = (name.parent if name.name == RESULTS_FILE else name).name
         tables.append(table.append_column("experiment", pa.array([experiment] * table.num_rows, pa.string())))
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
@@ -61,5 +74,6 @@ def load_epochs(paths) -> pd.DataFrame:
     """Every report of every trial (epochs.parquet) of the sweep folders that have one."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    frames = [pd.read_parquet(Path(p) / EPOCHS_FILE) for p in paths if (Path(p) / EPOCHS_FILE).exists()]
+    files = [f"{str(p).rstrip('/')}/{EPOCHS_FILE}" for p in paths]
+    frames = [read_parquet(f) for f in files if exists(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial", "epoch"])

@@ -6,6 +6,7 @@ OUT/figures/*.{png,pdf}, and prints the main table.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from analysis import figures, tables
@@ -86,7 +87,11 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
     trial = _chosen_trial(ok, chosen)
     add_figure(f"MI matrix ({trial['trial']})", figures.mi_heatmap_for_trial(trial, fdir / "mi_heatmap"))
     if umap:
-        add_figure(f"UMAP ({trial['trial']})", figures.umap_for_trial(trial, fdir / "umap"))
+        drawn, why = figures.umap_for_trial(trial, fdir / "umap")
+        add_figure(f"UMAP ({trial['trial']})", drawn)
+        if not drawn:  # said in the report and on stderr, never skipped silently
+            md.append(f"### UMAP ({trial['trial']})\n\nNot drawn: {why}.\n")
+            print(f"report: UMAP figure not drawn: {why}", file=sys.stderr)
     if len(ok) >= 2 and names.LEAKAGE in ok:
         add_figure("Pareto front (shared→timbre, private→pitch, leakage)",
                    figures.pareto_front(df, fdir / "pareto_front"))
@@ -108,7 +113,7 @@ def _chosen_trial(ok, chosen: dict):
 
 def main(argv=None) -> None:
     p = ArgumentParser(prog="python -m analysis.report", description=__doc__.strip().splitlines()[0])
-    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="sweep folder(s): <storage>/<name>")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="sweep folder(s): <storage>/<name>, a local path or a URI (s3://, gs://, file://)")
     p.add_argument("--out", default="report", help="output folder (default: %(default)s)")
     p.add_argument("--select", action="append", metavar="KEY=VALUE",
                    help="configuration for the probe table and trial figures (default: best validation separation)")

@@ -88,6 +88,36 @@ def trial_status(error, metrics: dict) -> str:
     return "ok" if evaluated else "incomplete"
 
 
+SCHEMES = {"gcs": "gs"}  # pyarrow filesystem type -> URI scheme, where they differ
+
+
+def checkpoint_uri(checkpoint) -> str:
+    """Where a Tune checkpoint lives: a local path, or a URI (s3://bucket/...) on cluster
+    storage, so that a reader elsewhere can open it through pyarrow.fs."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{SCHEMES.get(kind, kind)}://{checkpoint.path}"
+
+
+def read_parquet(target: str) -> pd.DataFrame:
+    """A local or URI Parquet file."""
+    if is_uri(target):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        with fs.open_input_file(path) as stream:
+            return pd.read_parquet(stream)
+    return pd.read_parquet(target)
+
+
+def exists(target: str) -> bool:
+    if is_uri(target):
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    return Path(target).exists()
+
+
 def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per configuration (errored trials too) and one row per report."""
     rows, epochs = [], []
@@ -99,7 +129,7 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
             name = f"{trial}/{prefix.rstrip('/')}" if prefix else trial
             metrics = {k: v for k, v in unprefixed(result.metrics or {}, prefix).items()
                        if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}
-            checkpoint = result.checkpoint.path if result.checkpoint else None
+            checkpoint = checkpoint_uri(result.checkpoint) if result.checkpoint else None
             rows.append({"trial": name, "status": trial_status(result.error, metrics), "error": error,
                          **{f"config/{k}": v for k, v in config.items()}, **metrics,
                          "checkpoint": f"{checkpoint}/{prefix}".rstrip("/") if checkpoint else None})

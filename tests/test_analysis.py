@@ -200,3 +200,23 @@ def test_convergence_gaps_find_the_cheapest_setting_within_tolerance():
     assert not tables.convergence_gaps(curve, tolerance=0.03).query("converged").empty
     first = tables.convergence_gaps(curve, tolerance=0.03).query("converged").iloc[0]
     assert (first["n_train_pairs"], first["epoch"]) == (100, 20)  # same cost as (200, 10): fewer pairs first
+
+
+def test_report_reads_results_and_checkpoints_through_uris(smoke_sweep, tmp_path):
+    """Cluster storage: results.parquet and the checkpoints it names are URIs (file:// here,
+    s3:// or gs:// on a cluster), read through pyarrow.fs."""
+    root, _ = smoke_sweep
+    df = pd.read_parquet(root / "results" / "smoke" / "results.parquet")
+    sweep = tmp_path / "bucket" / "smoke"
+    sweep.mkdir(parents=True)
+    df.assign(checkpoint="file://" + df["checkpoint"]).to_parquet(sweep / "results.parquet")
+    out = tmp_path / "report"
+    build_report([f"file://{sweep}"], out)
+    assert (out / "figures" / "umap.png").stat().st_size > 1000  # latents read from a file:// checkpoint
+
+    df.assign(checkpoint=f"file://{tmp_path}/gone").to_parquet(sweep / "results.parquet")
+    rep = run_report(f"file://{sweep}", "--out", str(tmp_path / "report2"))
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    text = (tmp_path / "report2" / "report.md").read_text()
+    assert "Not drawn:" in text and f"{tmp_path}/gone/latents.parquet does not exist" in text
+    assert "UMAP figure not drawn" in rep.stderr

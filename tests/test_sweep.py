@@ -376,3 +376,16 @@ def test_unwritable_storage_is_one_line_before_ray_starts(tmp_path, where):
     proc = sweep_cli("--space", "smoke", "--storage", storage, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: storage:"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "ray" not in proc.stdout.lower()
+
+
+def test_checkpoints_on_cluster_storage_are_recorded_as_uris():
+    from types import SimpleNamespace
+
+    from marl.results import checkpoint_uri
+
+    def ckpt(kind, path):
+        return SimpleNamespace(filesystem=SimpleNamespace(type_name=kind), path=path)
+
+    assert checkpoint_uri(ckpt("local", "/r/smoke/trial_1/checkpoint_000002")) == "/r/smoke/trial_1/checkpoint_000002"
+    assert checkpoint_uri(ckpt("s3", "bucket/smoke/trial_1/c")) == "s3://bucket/smoke/trial_1/c"
+    assert checkpoint_uri(ckpt("gcs", "bucket/smoke/trial_1/c")) == "gs://bucket/smoke/trial_1/c"
