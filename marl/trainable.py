@@ -18,6 +18,7 @@ of the trial spent on each before the report (a checkpoint's own writing counts 
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import tempfile
@@ -37,6 +38,26 @@ from marl.train import Trainer, is_finite, model_file, pick_device
 from search_spaces import is_packed, trial_members
 
 STATE_FILE = "trainer.pt"
+
+
+def write_checkpoint(folder: Path, state: dict, outputs: dict) -> None:
+    """The trainer state, and each finished member's metrics.json, latents.parquet and model.pt
+    (outputs: {prefix: (metrics, latents, model file)}), into `folder`. A full disk is one clear
+    error; the trial's earlier checkpoints are untouched (Tune keeps only completed ones)."""
+    try:
+        for prefix, (metrics, latents, model) in outputs.items():
+            member = folder / prefix
+            member.mkdir(parents=True, exist_ok=True)
+            (member / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            latents.to_parquet(member / "latents.parquet", index=False)
+            torch.save(model, member / "model.pt")
+        torch.save(state, folder / STATE_FILE)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, f"disk full while writing the epoch-{state['trainer']['epoch']} "
+                                     f"checkpoint in {folder}; the trial's earlier checkpoints are intact: "
+                                     "free space, then --resume") from None
+        raise
 
 
 def trial_configs(config: dict) -> list[Config]:
@@ -159,14 +180,9 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
             continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
-            if final:
-                for i, (_, latents) in results.items():
-                    folder = Path(d) / prefix[i]
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / "metrics.json").write_text(json.dumps(unprefixed(report, prefix[i]), indent=2))
-                    latents.to_parquet(folder / "latents.parquet", index=False)
-                    torch.save(model_file(cfgs[i], models[i], data), folder / "model.pt")
-            torch.save({"trainer": trainer.state_dict(), "diverged": diverged, "restarts": restarts,
-                        "report": report}, Path(d) / STATE_FILE)
+            outputs = {prefix[i]: (unprefixed(report, prefix[i]), latents, model_file(cfgs[i], models[i], data))
+                       for i, (_, latents) in results.items()} if final else {}
+            write_checkpoint(Path(d), {"trainer": trainer.state_dict(), "diverged": diverged,
+                                       "restarts": restarts, "report": report}, outputs)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         spent[checkpoint_s] += time.perf_counter() - start

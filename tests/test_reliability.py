@@ -253,3 +253,23 @@ def test_a_trial_whose_worker_is_sigkilled_is_retried_from_its_checkpoint(tmp_pa
     assert epochs[-1] == 25 and sorted(set(epochs)) == list(range(1, 26))
     assert len(epochs) - 25 <= 1, epochs  # only the epoch in flight at the kill ran twice
     assert "failed" in out.lower() or "error" in out.lower()  # Tune saw the worker die and retried
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import marl.trainable as trainable
+
+    def no_space(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainable.torch, "save", no_space)
+    with pytest.raises(OSError, match="disk full while writing the epoch-3 checkpoint.*earlier checkpoints are intact"):
+        trainable.write_checkpoint(tmp_path, {"trainer": {"epoch": 3}}, {})
+
+    def denied(obj, path):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(trainable.torch, "save", denied)
+    with pytest.raises(PermissionError):  # other errors are not dressed up as a full disk
+        trainable.write_checkpoint(tmp_path, {"trainer": {"epoch": 3}}, {})
