@@ -20,10 +20,11 @@ ESTIMATORS = ("mss", "mws")
 ARCHS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
 PROBE_INPUTS = ("mean", "sample")
+SOURCES = ("synth", "soundfont", "nsynth", "folder")
 
 # Fields that determine the generated data; only these key the on-disk cache.
 DATA_FIELDS = (
-    "n_train_pairs", "n_test_pairs", "n_val_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
+    "source", "data_dir", "soundfont", "n_train_pairs", "n_test_pairs", "n_val_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
     "n_mels", "n_fft", "hop_length", "n_frames", "amp_min", "amp_max", "data_seed",
 )
 
@@ -57,14 +58,20 @@ class Config:
     probe_train_clips: int = 4096  # training clips whose latents fit the probes
     probe_input: str = "mean"  # probe the posterior means ("mean") or one posterior sample ("sample")
     umap: bool = True  # UMAP embedding and figure at the end
-    # --- data (spec §1); the dataset is a pure function of these fields
+    # --- data (spec §1); the dataset is a pure function of these fields (and of the files
+    # data_dir or soundfont name). Sources (marl/sources.py): synth (band-limited waveforms),
+    # soundfont (GM instruments rendered from a SoundFont), nsynth (NSynth layout), folder
+    # (audio files + labels.csv)
+    source: str = "synth"
+    data_dir: str = ""  # nsynth, folder: the folder to read
+    soundfont: str = ""  # soundfont: an .sf2 file; "" = pretty-midi's TimGM6mb.sf2
     n_train_pairs: int = 4096
     n_test_pairs: int = 1024  # held-out pairs every reported figure comes from
     n_val_pairs: int = 1024  # held-out pairs for model and probe selection
     sample_rate: int = 44100  # keeps the 3rd harmonic of f_max below Nyquist (spec §6)
     f_min: float = 200.0
     f_max: float = 6000.0
-    n_pitch_classes: int = 21
+    n_pitch_classes: int = 21  # synth: log-frequency bins; soundfont: semitones from MIDI 60
     n_mels: int = 64
     n_fft: int = 1024
     hop_length: int = 256
@@ -160,7 +167,14 @@ class Config:
             raise UserError("n_pitch_classes: must be >= 2 (pairs need two different classes)")
         if self.f_min >= self.f_max:
             raise UserError(f"f_max: must exceed f_min ({self.f_min}), got {self.f_max}")
-        if 3 * self.f_max >= self.sample_rate / 2:
+        if self.source not in SOURCES:
+            raise UserError(f"source: must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source in ("nsynth", "folder") and not self.data_dir:
+            raise UserError(f"data_dir: source {self.source!r} reads a folder; give --data-dir PATH")
+        if self.source == "soundfont" and self.n_pitch_classes > 21:
+            raise UserError("n_pitch_classes: the soundfont source plays MIDI 60-80, where every "
+                            f"default instrument sounds: at most 21, got {self.n_pitch_classes}")
+        if self.source == "synth" and 3 * self.f_max >= self.sample_rate / 2:
             raise UserError(f"f_max: its 3rd harmonic ({3 * self.f_max:g} Hz) must stay below "
                             f"Nyquist ({self.sample_rate / 2:g} Hz) or timbres become "
                             "indistinguishable; lower f_max or raise sample_rate")

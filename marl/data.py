@@ -1,4 +1,5 @@
-"""Synthetic pairs (spec §1): same timbre, different pitch class, as normalised log-mels.
+"""Pairs of normalised log-mels that share a timbre and differ in pitch class; the synthetic
+source (spec §1) here, the real-instrument sources in marl/sources.py (`cfg.source`).
 
 A pair is two clips of one waveform type at two frequencies that fall in different pitch
 classes. Synthesis is band-limited: only harmonics below Nyquist are summed, so a square wave
@@ -23,8 +24,7 @@ from marl.config import Config
 
 TIMBRES = ("sine", "triangle", "sawtooth", "square")
 SPLITS = ("train", "test", "val")
-FACTORS = ("timbre", "frequency", "pitch_class", "amplitude", "phase")
-CACHE_VERSION = 2  # bump when synthesis changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when synthesis changes, so old caches are not reused
 
 
 def harmonic_amplitudes(timbre: int, n_harmonics: int) -> torch.Tensor:
@@ -110,6 +110,7 @@ class Dataset:
     val: Split
     mean: torch.Tensor  # per-mel-bin statistics of the raw log-mels of the training split
     std: torch.Tensor
+    n_classes: dict[str, int]  # per task (timbre, pitch): how many classes the labels take
 
 
 def sample_factors(n_pairs: int, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -158,14 +159,22 @@ def build_split(n_pairs: int, cfg: Config, gen: torch.Generator) -> tuple[torch.
 def generate(cfg: Config) -> Dataset:
     """Build the dataset from scratch (deterministic in the data fields of cfg)."""
     gen = torch.Generator().manual_seed(cfg.data_seed)
-    # test before val: train and test stay those of the two-split datasets of CACHE_VERSION 1
-    raw = {name: build_split(n, cfg, gen) for name, n in
-           (("train", cfg.n_train_pairs), ("test", cfg.n_test_pairs), ("val", cfg.n_val_pairs))}
+    sizes = (("train", cfg.n_train_pairs), ("test", cfg.n_test_pairs), ("val", cfg.n_val_pairs))
+    if cfg.source == "synth":
+        # test before val: train and test stay those of the two-split datasets of CACHE_VERSION 1
+        raw = {name: build_split(n, cfg, gen) for name, n in sizes}
+        n_classes = {"timbre": len(TIMBRES), "pitch": cfg.n_pitch_classes}
+    else:
+        from marl.sources import note_bank, pair_split
+
+        bank = note_bank(cfg)
+        raw = {name: pair_split(bank, n, cfg, gen) for name, n in sizes}
+        n_classes = bank.n_classes
     train_x = raw["train"][0]
     mean = train_x.mean(dim=(0, 1, 3))[:, None]
     std = train_x.std(dim=(0, 1, 3))[:, None].clamp_min(1e-6)
     splits = {name: Split((x - mean) / std, f) for name, (x, f) in raw.items()}
-    return Dataset(**splits, mean=mean, std=std)
+    return Dataset(**splits, mean=mean, std=std, n_classes=n_classes)
 
 
 def cache_dir() -> Path:
@@ -173,7 +182,9 @@ def cache_dir() -> Path:
 
 
 def cache_path(cfg: Config, directory: Path | None = None) -> Path:
-    key = json.dumps({"version": CACHE_VERSION, **cfg.data_dict()}, sort_keys=True)
+    from marl.sources import fingerprint
+
+    key = json.dumps({"version": CACHE_VERSION, **cfg.data_dict(), "files": fingerprint(cfg)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return (directory or cache_dir()) / f"data-{digest}.pt"
 
@@ -194,7 +205,8 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             state = torch.load(path, weights_only=True)
         else:
             data = generate(cfg)
-            state = {"mean": data.mean, "std": data.std}
+            state = {"mean": data.mean, "std": data.std, "n_classes": data.n_classes,
+                     "factors": list(data.train.factors)}
             for name in SPLITS:
                 split = getattr(data, name)
                 state.update({f"{name}_x": split.x, **{f"{name}_{k}": v for k, v in split.factors.items()}})
@@ -202,6 +214,6 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             os.close(fd)
             torch.save(state, tmp)
             os.replace(tmp, path)
-    splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in FACTORS})
+    splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in state["factors"]})
               for name in SPLITS}
-    return Dataset(**splits, mean=state["mean"], std=state["std"])
+    return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"])

@@ -21,7 +21,7 @@ import torch
 
 from marl import names, probes
 from marl.config import Config
-from marl.data import TIMBRES, Dataset, Split
+from marl.data import Dataset, Split
 
 
 # ---------------------------------------------------------------- pure metrics
@@ -117,10 +117,6 @@ def labels(split: Split, max_pairs: int | None = None) -> dict[str, dict[str, np
     return {latent: (per_pair if latent == "fused" else per_clip) for latent in names.LATENTS}
 
 
-def n_classes(cfg: Config) -> dict[str, int]:
-    return {"timbre": len(TIMBRES), "pitch": cfg.n_pitch_classes}
-
-
 # ---------------------------------------------------------------- the whole evaluation
 def evaluate(model, data: Dataset, cfg: Config, device, with_umap: bool = False):
     """Metrics (names from marl.names) and a DataFrame of test latents with their factors."""
@@ -140,7 +136,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
                       "test": encode(model, data.test, device, None, sample)})
 
     keys = [(i, latent, task) for i in range(len(models)) for latent in names.LATENTS for task in names.TASKS]
-    classes = n_classes(cfgs[0])
+    classes = data.n_classes
     problems = [{**{s: (codes[i][s][latent], ys[s][latent][task]) for s in probes.SPLITS},
                  "n_classes": classes[task]} for i, latent, task in keys]
     metrics: list[dict] = [{} for _ in models]

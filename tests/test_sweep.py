@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import marl
 import search_spaces
 from marl import names
 from marl.sweep import count_trials, expand_grid, grid_trials, parse_args
@@ -202,6 +203,8 @@ def test_packed_sweep_writes_one_row_and_one_loadable_model_per_configuration(sm
         assert (folder / "latents.parquet").exists()
         saved = torch.load(folder / "model.pt", weights_only=False)
         assert saved["config"]["gamma"] == gamma and "normalisation" in saved
+        model = marl.load_model(folder / "model.pt")  # every member stands alone, ready to encode
+        assert model.cfg.gamma == gamma and not model.training
         assert json.loads((folder / "metrics.json").read_text())["epoch"] == 2
     assert len(pd.read_parquet(tmp_path / "r" / "smoke" / "epochs.parquet")) == 2 * 2
 
