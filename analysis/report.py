@@ -11,7 +11,7 @@ from pathlib import Path
 
 from analysis import figures, tables
 from analysis.load import load_epochs, load_results
-from marl import names
+from marl import names, plots
 from marl.cli import ArgumentParser, parse_key_values
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable
@@ -86,6 +86,10 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
 
     trial = _chosen_trial(ok, chosen)
     add_figure(f"MI matrix ({trial['trial']})", figures.mi_heatmap_for_trial(trial, fdir / "mi_heatmap"))
+    epochs = load_epochs([p for p in paths if not str(p).endswith(".parquet")])
+    if "trial" in epochs and (epochs["trial"] == trial["trial"]).any():
+        add_figure(f"Loss curves ({trial['trial']})",
+                   plots.loss_curves(epochs[epochs["trial"] == trial["trial"]], fdir / "loss_curves"))
     if umap:
         drawn, why = figures.umap_for_trial(trial, fdir / "umap")
         add_figure(f"UMAP ({trial['trial']})", drawn)

@@ -61,18 +61,63 @@ def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
 
 
 def umap_scatter(embeddings: dict[str, np.ndarray], timbre: np.ndarray, path_base,
-                 title: str = "") -> list[Path]:
-    """UMAP scatters (one per latent set, e.g. private / both / shared) coloured by timbre."""
+                 title: str = "", names: tuple | None = None) -> list[Path]:
+    """UMAP scatters (one per latent set, e.g. private / both / shared) coloured by timbre.
+    names: one label per timbre class (default: the synthetic waveforms' names for 4 classes,
+    else the class numbers)."""
+    n = int(timbre.max()) + 1 if len(timbre) else 0
+    names = names or (TIMBRE_NAMES if n <= len(TIMBRE_NAMES) else tuple(str(t) for t in range(n)))
+    colours = TIMBRE_COLOURS if n <= len(TIMBRE_COLOURS) else plt.get_cmap("tab20").colors
     fig, axes = plt.subplots(1, len(embeddings), figsize=(3.2 * len(embeddings), 3.2),
                              constrained_layout=True, squeeze=False)
     for ax, (name, emb) in zip(axes[0], embeddings.items()):
-        for t, (colour, label) in enumerate(zip(TIMBRE_COLOURS, TIMBRE_NAMES)):
+        for t, (colour, label) in enumerate(zip(colours, names[:n])):
             sel = timbre == t
             ax.scatter(emb[sel, 0], emb[sel, 1], s=3, c=colour, label=label, alpha=0.7, linewidths=0)
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][-1].legend(markerscale=4, fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path_base)
+
+
+def spectrogram_grid(columns: dict[str, np.ndarray], path_base, title: str = "") -> list[Path]:
+    """Log-mel clips side by side: one column per entry (title: array (n, mels, frames)), one
+    row per clip, low frequencies at the bottom, one colour scale for the figure."""
+    n = len(next(iter(columns.values())))
+    vmin = min(float(a.min()) for a in columns.values())
+    vmax = max(float(a.max()) for a in columns.values())
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.6 * len(columns), 1.4 * n),
+                             constrained_layout=True, squeeze=False)
+    for c, (name, clips) in enumerate(columns.items()):
+        for r in range(n):
+            ax = axes[r][c]
+            ax.imshow(clips[r], origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path_base)
+
+
+def loss_curves(epochs, path_base, title: str = "") -> list[Path]:
+    """Each `loss/<term>` column of an epochs table against `epoch`, one panel per term (the
+    terms differ by orders of magnitude), one line per trial when there is a `trial` column."""
+    terms = [c for c in epochs.columns if c.startswith("loss/")]
+    fig, axes = plt.subplots(1, len(terms), figsize=(2.6 * len(terms), 2.4), constrained_layout=True,
+                             squeeze=False)
+    groups = epochs.groupby("trial") if "trial" in epochs else [("", epochs)]
+    for ax, term in zip(axes[0], terms):
+        for _, g in groups:
+            g = g.sort_values("epoch")
+            ax.plot(g["epoch"], g[term], lw=1)
+        ax.set_title(term.removeprefix("loss/"), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     return save(fig, path_base)

@@ -176,7 +176,8 @@ def is_finite(losses: dict[str, float]) -> bool:
 
 
 def train(cfg: Config, data: Dataset | None = None, progress: bool = True):
-    """Train for cfg.epochs and evaluate; returns (trainer, metrics, latents DataFrame)."""
+    """Train for cfg.epochs and evaluate; returns (trainer, metrics, latents DataFrame, the
+    epochs' mean loss terms as a list of {"epoch", "loss/<term>"})."""
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -184,54 +185,99 @@ def train(cfg: Config, data: Dataset | None = None, progress: bool = True):
     trainer = Trainer(cfg, data, device)
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, file=sys.stderr)
     losses: dict[str, float] = {}
+    history = []
     for _ in bar:
         losses = trainer.run_epoch()[0]
+        history.append({"epoch": trainer.epoch, **losses})
         bar.set_postfix(loss=f"{losses[names.loss('total')]:.1f}")
         if not is_finite(losses):
             raise UserError(f"training diverged at epoch {trainer.epoch} (non-finite loss); "
                             "lower lr or the loss weights")
     metrics, latents = trainer.evaluate(with_umap=cfg.umap)[0]
-    return trainer, {**losses, **metrics}, latents
+    return trainer, {**losses, **metrics}, latents, history
 
 
 # ---------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> tuple[Config, Path]:
+def parse_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]:
     parser = ArgumentParser(prog="python -m marl.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields")
     parser.add_argument("--out", metavar="DIR", default="runs/latest", help="output folder (default: %(default)s)")
+    parser.add_argument("--listen", action="store_true",
+                        help="also render the reconstructions and timbre swaps to WAV (Griffin-Lim) in OUT/audio")
     for f in fields(Config):
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.type.upper(),
                             help=f"default: {f.default}")
     args = vars(parser.parse_args(argv))
     values = Config.from_file(args.pop("config")) if args.get("config") else {}
-    out = Path(args.pop("out"))
+    out, listen = Path(args.pop("out")), args.pop("listen")
     values.update({k: v for k, v in args.items() if v is not None})
     cfg = Config.from_dict(values)
     check_writable(out, "out")
-    return cfg, out
+    return cfg, out, listen
 
 
-def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, latents) -> None:
+def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, latents, history: list,
+                  listen: bool = False) -> None:
+    import pandas as pd
+
     from marl import plots
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
     write_json(out / "metrics.json", metrics)
-    torch.save(model_file(cfg, trainer.member(0), trainer.data), out / "model.pt")
+    model = trainer.member(0)
+    torch.save(model_file(cfg, model, trainer.data), out / "model.pt")
     latents.to_parquet(out / "latents.parquet", index=False)
+    epochs = pd.DataFrame(history)
+    epochs.to_parquet(out / "epochs.parquet", index=False)
+    figures = out / "figures"
     mi = {(t, s): metrics[names.mi(t, s)] for t in names.TASKS for s in names.SUBSPACES}
-    plots.mi_heatmap(mi, out / "figures" / "mi_heatmap")
+    plots.mi_heatmap(mi, figures / "mi_heatmap")
+    plots.loss_curves(epochs, figures / "loss_curves")
     if cfg.umap:
         emb = {s: latents[[f"umap_{s}_x", f"umap_{s}_y"]].to_numpy() for s in ("private", "both", "shared")}
-        plots.umap_scatter(emb, latents["timbre"].to_numpy(), out / "figures" / "umap")
+        plots.umap_scatter(emb, latents["timbre"].to_numpy(), figures / "umap", names=timbre_names(cfg))
+    write_listening(out, cfg, model, trainer.data, listen)
+
+
+def timbre_names(cfg: Config) -> tuple | None:
+    from marl.data import TIMBRES
+    from marl.sources import PROGRAM_NAMES
+
+    return {"synth": TIMBRES, "soundfont": PROGRAM_NAMES}.get(cfg.source)
+
+
+def write_listening(out: Path, cfg: Config, model, data: Dataset, listen: bool, n: int = 4) -> None:
+    """figures/reconstructions (test clips beside their reconstructions) and figures/swap (A's
+    private code with B's shared code); with `listen`, the same as WAV files in audio/."""
+    from marl import decode, plots
+
+    model = model.cpu().eval()
+    x = data.test.x[:n, 0]
+    recon = decode.reconstruct(model, x)
+    plots.spectrogram_grid({"input": x.numpy(), "reconstruction": recon.numpy()}, out / "figures" / "reconstructions",
+                           "test clips and their reconstructions (normalised log-mel)")
+    a, b = decode.swap_clips(data.test, n)
+    swapped = decode.swap(model, a, b)
+    plots.spectrogram_grid({"A": a.numpy(), "B": b.numpy(), "A private + B shared": swapped.numpy()},
+                           out / "figures" / "swap", "timbre swap: A's pitch in B's timbre")
+    if not listen:
+        return
+    import soundfile
+
+    folder = out / "audio"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, clips in {"input": x, "reconstruction": recon, "swap_A": a, "swap_B": b, "swap_A_private_B_shared": swapped}.items():
+        for i, wave in enumerate(decode.to_audio(clips, data.mean, data.std, cfg)):
+            soundfile.write(str(folder / f"{name}_{i}.wav"), wave.numpy(), cfg.sample_rate)
 
 
 def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
-    cfg, out = parse_args(argv)
-    trainer, metrics, latents = train(cfg)
+    cfg, out, listen = parse_args(argv)
+    trainer, metrics, latents, history = train(cfg)
     metrics["time/seconds"] = time.perf_counter() - start
-    write_outputs(out, cfg, trainer, metrics, latents)
+    write_outputs(out, cfg, trainer, metrics, latents, history, listen)
     print("probe accuracy on test clips   linear: timbre  pitch    mlp: timbre  pitch")
     for latent in names.LATENTS:
         row = "   ".join(f"{metrics[names.probe(latent, 'timbre', 'test', k)]:.3f}   "

@@ -153,6 +153,7 @@ def test_report_cli_on_a_smoke_sweep(smoke_sweep, tmp_path):
     assert "| latent |" in rep.stdout or "| term |" in rep.stdout
     assert (out / "report.md").exists() and list((out / "tables").glob("*.tex"))
     assert (out / "figures" / "umap.png").stat().st_size > 1000  # from the trial's checkpoint latents
+    assert (out / "figures" / "loss_curves.png").stat().st_size > 1000  # from epochs.parquet
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path):

@@ -55,7 +55,7 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"gamma": 0.5, "umap": True}))
-    proc = run_cli(*TINY_FLAGS, "--config", str(cfg_file), "--gamma", "0.25", "--out", str(out))
+    proc = run_cli(*TINY_FLAGS, "--config", str(cfg_file), "--gamma", "0.25", "--out", str(out), "--listen")
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["gamma"] == 0.25 and cfg["umap"] is True and cfg["latent_dim"] == 4  # flag beats file
@@ -77,9 +77,16 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     assert {"timbre", "pitch_class", "frequency", "amplitude", "private_0", "shared_3", "umap_shared_x"} <= set(latents.columns)
     state = torch.load(out / "model.pt", weights_only=True)
     assert "model" in state
-    for fig in ("mi_heatmap", "umap"):
+    for fig in ("mi_heatmap", "umap", "loss_curves", "reconstructions", "swap"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    epochs = pd.read_parquet(out / "epochs.parquet")
+    assert epochs["epoch"].tolist() == [1, 2] and epochs["loss/recon"].notna().all()
+    import soundfile
+
+    for name in ("input_0", "reconstruction_0", "swap_A_private_B_shared_3"):  # --listen
+        wave, rate = soundfile.read(out / "audio" / f"{name}.wav")
+        assert rate == cfg["sample_rate"] and 0 < abs(wave).max() <= 0.9 + 1e-4
     assert "separation" in proc.stdout
 
 
@@ -153,3 +160,21 @@ def test_a_compiled_step_trains_like_the_eager_one(tiny_cfg):
     for _ in range(2):
         want, got = eager.run_epoch()[0], compiled.run_epoch()[0]
         assert got == pytest.approx(want, rel=1e-3)
+
+
+def test_a_swap_with_both_codes_from_one_clip_is_its_reconstruction(tiny_cfg):
+    from marl import decode
+    from marl.model import MARL
+
+    torch.manual_seed(0)
+    model = MARL(tiny_cfg).eval()
+    x = torch.randn(3, tiny_cfg.n_mels, tiny_cfg.n_frames)
+    assert torch.allclose(decode.swap(model, x, x), decode.reconstruct(model, x))
+    y = torch.randn(3, tiny_cfg.n_mels, tiny_cfg.n_frames)
+    assert not torch.allclose(decode.swap(model, x, y), decode.reconstruct(model, x))
+    data = load_dataset(tiny_cfg)
+    a, b = decode.swap_clips(data.test, 4)
+    assert len(a) == len(b) == 4
+    ta = [int(data.test.factors["timbre"][(data.test.x[:, 0] == clip).all(-1).all(-1), 0][0]) for clip in a]
+    tb = [int(data.test.factors["timbre"][(data.test.x[:, 0] == clip).all(-1).all(-1), 0][0]) for clip in b]
+    assert all(i != j for i, j in zip(ta, tb))  # B always another timbre
