@@ -21,6 +21,7 @@ ARCHS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
 PROBE_INPUTS = ("mean", "sample")
 SOURCES = ("synth", "soundfont", "nsynth", "folder")
+PATH_FIELDS = ("data_dir", "soundfont")
 
 # Fields that determine the generated data; only these key the on-disk cache.
 DATA_FIELDS = (
@@ -127,6 +128,12 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return Config.from_dict({**self.to_dict(), **changes})
+
+    def with_absolute_paths(self) -> "Config":
+        """data_dir and soundfont made absolute against this process's working directory: Ray
+        runs trials in their own folders, where a relative path would name nothing."""
+        return self.replace(**{k: str(Path(getattr(self, k)).expanduser().resolve())
+                               for k in PATH_FIELDS if getattr(self, k)})
 
     def data_dict(self) -> dict:
         return {k: getattr(self, k) for k in DATA_FIELDS}

@@ -160,7 +160,7 @@ def fixed_fields(space: search_spaces.SearchSpace, args: SweepArgs) -> tuple[dic
     from_file = Config.from_file(args.config) if args.config else {}
     # threads stay 0 (= the CPUs Ray grants the trial, read inside it): a resumed sweep with
     # another --cpus-per-trial then runs with the new count
-    fixed = Config.from_dict({**space.base, **from_file, **sets}).to_dict()
+    fixed = Config.from_dict({**space.base, **from_file, **sets}).with_absolute_paths().to_dict()
     return fixed, {k: fixed[k] for k in sets}
 
 

@@ -211,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]:
     values = Config.from_file(args.pop("config")) if args.get("config") else {}
     out, listen = Path(args.pop("out")), args.pop("listen")
     values.update({k: v for k, v in args.items() if v is not None})
-    cfg = Config.from_dict(values)
+    cfg = Config.from_dict(values).with_absolute_paths()
     check_writable(out, "out")
     return cfg, out, listen
 

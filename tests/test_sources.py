@@ -167,3 +167,19 @@ def test_encode_writes_one_row_per_clip_from_a_model_without_its_data_cache(soun
     assert not (root / "cache").exists()
     bad = cli("marl.encode", str(root / "R" / "model.pt"), str(nsynth_dir / "examples.json"), "--out", str(out))
     assert bad.returncode == 2 and "not readable audio" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_sweep_over_sources_finds_relative_data_folders_from_inside_ray_trials(nsynth_dir, tmp_path):
+    """Ray runs trials in their own folders: a relative --data-dir must still name the folder."""
+    shutil.copytree(nsynth_dir, tmp_path / "notes")
+    space = tmp_path / "src.yaml"
+    space.write_text("space:\n  source: {grid: [synth, nsynth]}\nbase: {n_train_pairs: 256, n_test_pairs: 96, "
+                     "n_val_pairs: 96, batch_size: 64, hidden: 32, latent_dim: 4, probe_train_clips: 256, "
+                     "n_frames: 8, epochs: 1, umap: false}\n")
+    proc = subprocess.run([sys.executable, "-m", "marl.sweep", "--space", str(space), "--set", "data_dir=notes",
+                           "--storage", str(tmp_path / "r"), "--num-cpus", "2"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ, "MARL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "r" / "src" / "results.parquet")
+    assert sorted(df["config/source"]) == ["nsynth", "synth"] and set(df["status"]) == {"ok"}
+    assert (df["config/data_dir"] == str(tmp_path / "notes")).all()
