@@ -16,7 +16,8 @@ from marl import names
 from marl.errors import UserError
 
 ACCURACIES = paper.ACCURACIES  # private/shared x timbre/pitch, the paper's four bars
-TERMS = ("alpha", "beta", "gamma")
+TERMS = ("alpha", "beta", "gamma")  # the paper's terms (the ablation figure's columns)
+ALL_TERMS = names.WEIGHTS  # with the terms beyond the paper (swap, infonce, orthogonal)
 IGNORED_CONFIG = {"config/seed", "config/threads", "config/ablation", "config/device"}
 
 
@@ -44,11 +45,13 @@ def summarise(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
 
 
 def ablation_setting(df: pd.DataFrame) -> pd.DataFrame:
-    """Adds `term` (recon, alpha, beta, gamma or mixed) and `weight` from α, β, γ."""
-    weights = df[[f"config/{t}" for t in TERMS]].fillna(0.0).to_numpy(dtype=float)
+    """Adds `term` (recon, the one weighted term, or mixed) and `weight`, from the loss weights
+    the results have (α, β, γ, and swap, infonce, orthogonal where present)."""
+    terms = [t for t in ALL_TERMS if f"config/{t}" in df]
+    weights = df[[f"config/{t}" for t in terms]].fillna(0.0).to_numpy(dtype=float)
     active = weights > 0
     term = np.where(active.sum(1) == 0, "recon",
-                    np.where(active.sum(1) == 1, np.array(TERMS)[active.argmax(1)], "mixed"))
+                    np.where(active.sum(1) == 1, np.array(terms)[active.argmax(1)], "mixed"))
     weight = np.where(active.sum(1) == 1, weights.max(1), np.where(active.sum(1) == 0, 0.0, np.nan))
     return df.assign(term=term, weight=weight)
 
@@ -59,10 +62,10 @@ def ablation_table(df: pd.DataFrame, kind: str = "mlp") -> pd.DataFrame:
     ok, excluded = usable(df)
     ok = ablation_setting(ok)
     ok = ok[ok["term"] != "mixed"]
-    others = varying_config(ok, exclude={f"config/{t}" for t in TERMS})
+    others = varying_config(ok, exclude={f"config/{t}" for t in ALL_TERMS})
     metrics = [names.probe(*a.split("/"), "test", kind) for a in ACCURACIES] + [names.separation("test", kind)]
     table = summarise(ok, ["term", "weight", *others], metrics)
-    order = {"recon": 0, "alpha": 1, "beta": 2, "gamma": 3}
+    order = {t: i for i, t in enumerate(("recon", *ALL_TERMS))}
     table = table.sort_values(["term", "weight"], key=lambda s: s.map(order) if s.name == "term" else s)
     table.columns = [c.replace(names.probe_prefix("test", kind), "").replace(f"/test/{kind}", "")
                      for c in table.columns]

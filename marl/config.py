@@ -37,6 +37,11 @@ class Config:
     beta: float = 0.0
     gamma: float = 0.1  # the paper's favoured ablation point (spec §5)
     estimator: str = "mss"  # minibatch stratified ("mss") or weighted ("mws") sampling
+    # --- beyond the paper (marl/losses.py; 0 keeps the paper's objective)
+    swap: float = 0.0  # cross-view swap reconstruction: view j from (z_pj, the other view's shared mean)
+    infonce: float = 0.0  # InfoNCE on the views' shared means: a pair's views positive, the batch negative
+    temperature: float = 0.1  # of the InfoNCE similarities
+    orthogonal: float = 0.0  # ‖Cov(private, shared)‖²_F of each view's means
     # --- model
     arch: str = "mlp"  # "mlp" (fast, CPU default) or "conv" (small conv net)
     latent_dim: int = 8  # per subspace, as in the paper's figures
@@ -140,14 +145,14 @@ class Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        for name in ("alpha", "beta", "gamma"):
+        for name in ("alpha", "beta", "gamma", "swap", "infonce", "orthogonal"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"{name}: must be a finite number >= 0, got {value}")
         if not (math.isfinite(self.logvar_min) and -40 <= self.logvar_min <= 0):
             # exp(−logvar) must stay far from fp32's overflow at e^88 in the log-densities
             raise UserError(f"logvar_min: must be between -40 and 0, got {self.logvar_min}")
-        for name in ("lr", "f_min", "f_max", "amp_min", "amp_max"):
+        for name in ("lr", "f_min", "f_max", "amp_min", "amp_max", "temperature"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name}: must be a finite number > 0, got {value}")

@@ -14,6 +14,15 @@ MI, TC and dim-KL are the β-TCVAE decomposition of each subspace's KL (Chen et 
 so MI + TC + dimKL = log q(z|x) − log p(z) sample by sample. log q(z) and log q(z_k) are
 estimated on the minibatch. As the paper writes it, the z_s terms sit inside the sum over views,
 so they count twice; we implement it as written. We minimise −L averaged over the batch.
+
+Beyond the paper (each weight 0 by default, so the objective above is unchanged), added to −L:
+
+    + w_swap · Σ_j −log p(x^j | z_pj, μ_s^(other view))     cross-view swap reconstruction
+    + w_nce  · InfoNCE(μ_s^(1), μ_s^(2); τ)                   views of a pair are positives,
+                                                               other pairs in the batch negatives
+    + w_orth · Σ_j ‖Cov(μ_pj, μ_s^(j))‖²_F                    private ⟂ shared (cross-covariance)
+
+with μ_s^(j) view j's own shared mean (before the product of experts) and τ = `temperature`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from torch.nn import functional as F
 
 from marl.model import PairOutput
 
@@ -37,13 +47,17 @@ class KLTerms(NamedTuple):
 
 
 class LossTerms(NamedTuple):
-    """Batch means; `total` is what the optimiser minimises."""
+    """Batch means; `total` is what the optimiser minimises. `swap` is 0 when not computed
+    (no member of the trainer weighs it)."""
 
     total: torch.Tensor
     recon: torch.Tensor
     mi: torch.Tensor
     tc: torch.Tensor
     dim_kl: torch.Tensor
+    swap: torch.Tensor
+    infonce: torch.Tensor
+    orthogonal: torch.Tensor
 
 
 def gaussian_log_density(z, mu, logvar):
@@ -95,13 +109,32 @@ def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1)
 
 
-def marl_objective(out: PairOutput, x1: torch.Tensor, x2: torch.Tensor,
-                   weights: torch.Tensor, dataset_size: int, estimator: str) -> LossTerms:
-    """The negated paper objective, averaged over the batch.
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of (B, D) codes: row i of a and row i of b are positives, every other
+    row of the batch a negative; cosine similarity over `temperature`. log B when the codes
+    cannot tell pairs apart, → 0 when each matches only its own."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
-    weights: tensor (α, β, γ), a tensor rather than floats so the step can be vmapped over
-    configurations. The reported recon/mi/tc/dim_kl are the unweighted terms as they enter
-    the sum over views (shared terms twice).
+
+def cross_covariance_penalty(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """‖Cov(p, s)‖²_F of (B, D_p) and (B, D_s) codes over the batch: 0 when every private
+    dimension is uncorrelated with every shared one."""
+    p, s = p - p.mean(0), s - s.mean(0)
+    return ((p.T @ s) / (p.shape[0] - 1)).pow(2).sum()
+
+
+def marl_objective(out: PairOutput, x1: torch.Tensor, x2: torch.Tensor,
+                   weights: torch.Tensor, dataset_size: int, estimator: str,
+                   temperature: float = 0.1) -> LossTerms:
+    """The negated paper objective, averaged over the batch, plus the optional terms.
+
+    weights: tensor (α, β, γ, w_swap, w_nce, w_orth), a tensor rather than floats so the step
+    can be vmapped over configurations. The reported recon/mi/tc/dim_kl are the unweighted
+    terms as they enter the sum over views (shared terms twice); swap, infonce and orthogonal
+    unweighted too.
     """
     alpha, beta, gamma = weights[0], weights[1], weights[2]
     shared = decompose_kl(out.z_s, out.mu_s, out.logvar_s, dataset_size, estimator)
@@ -113,5 +146,11 @@ def marl_objective(out: PairOutput, x1: torch.Tensor, x2: torch.Tensor,
         tc = tc + shared.tc + private.tc
         dim_kl = dim_kl + shared.dim_kl + private.dim_kl
     recon, mi, tc, dim_kl = recon.mean(), mi.mean(), tc.mean(), dim_kl.mean()
-    total = recon + alpha * mi + beta * tc + gamma * dim_kl
-    return LossTerms(total, recon, mi, tc, dim_kl)
+    v1, v2 = out.views
+    swap = (reconstruction_nll(v1.x_swap, x1) + reconstruction_nll(v2.x_swap, x2)).mean() \
+        if v1.x_swap is not None else torch.zeros((), device=x1.device)
+    infonce = info_nce(v1.mu_s, v2.mu_s, temperature)
+    orthogonal = cross_covariance_penalty(v1.mu_p, v1.mu_s) + cross_covariance_penalty(v2.mu_p, v2.mu_s)
+    total = (recon + alpha * mi + beta * tc + gamma * dim_kl
+             + weights[3] * swap + weights[4] * infonce + weights[5] * orthogonal)
+    return LossTerms(total, recon, mi, tc, dim_kl, swap, infonce, orthogonal)

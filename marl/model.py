@@ -30,6 +30,8 @@ class ViewOutput(NamedTuple):
     z_p: torch.Tensor
     mu_p: torch.Tensor
     logvar_p: torch.Tensor
+    mu_s: torch.Tensor  # this view's own (unfused) shared mean
+    x_swap: torch.Tensor | None = None  # decoded from (z_pj, the other view's shared mean)
 
 
 class PairOutput(NamedTuple):
@@ -148,9 +150,10 @@ class MARL(nn.Module):
         return product_of_experts(torch.stack([post1.mu_s, post2.mu_s]),
                                   torch.stack([post1.logvar_s, post2.logvar_s]), self.poe_prior)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, noise: torch.Tensor) -> PairOutput:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, noise: torch.Tensor, swap: bool = False) -> PairOutput:
         """noise: standard normal draws (3, B, D) for z_p1, z_p2, z_s — passed in so that the
-        forward pass is a pure function of (parameters, batch, noise)."""
+        forward pass is a pure function of (parameters, batch, noise). With swap, each view is
+        also decoded from its private sample and the *other* view's shared mean."""
         b = x1.shape[0]
         both = self.encode(torch.cat([x1, x2]))  # one encoder call for both views
         post1 = Posterior(*(t[:b] for t in both))
@@ -158,7 +161,11 @@ class MARL(nn.Module):
         mu_s, logvar_s = self.fuse(post1, post2)
         z_s = mu_s + torch.exp(0.5 * logvar_s) * noise[2]
         z_p = [p.mu_p + torch.exp(0.5 * p.logvar_p) * e for p, e in zip((post1, post2), noise[:2])]
-        x_hat = self.decoder(torch.cat([torch.cat([z_p[0], z_s], -1), torch.cat([z_p[1], z_s], -1)])).float()
-        views = tuple(ViewOutput(xh, z, p.mu_p, p.logvar_p)
-                      for xh, z, p in zip(x_hat.split(b), z_p, (post1, post2)))
+        codes = [torch.cat([z_p[0], z_s], -1), torch.cat([z_p[1], z_s], -1)]
+        if swap:
+            codes += [torch.cat([z_p[0], post2.mu_s], -1), torch.cat([z_p[1], post1.mu_s], -1)]
+        x_hat = self.decoder(torch.cat(codes)).float().split(b)  # one decoder call for all
+        swapped = x_hat[2:] if swap else (None, None)
+        views = tuple(ViewOutput(xh, z, p.mu_p, p.logvar_p, p.mu_s, xs)
+                      for xh, z, p, xs in zip(x_hat[:2], z_p, (post1, post2), swapped))
         return PairOutput(views, z_s, mu_s, logvar_s)

@@ -12,7 +12,8 @@ FACTOR_OF_TASK = {"timbre": "timbre", "pitch": "pitch_class"}  # task -> factor 
 SUBSPACES = ("private", "shared")
 SPLITS = ("val", "test")
 PROBE_KINDS = ("linear", "mlp")
-LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl")
+LOSS_TERMS = ("total", "recon", "mi", "tc", "dim_kl", "swap", "infonce", "orthogonal")
+WEIGHTS = ("alpha", "beta", "gamma", "swap", "infonce", "orthogonal")  # config fields weighing the terms
 DIVERGED = "diverged"
 # seconds a run of a trial has spent training, evaluating and checkpointing before each report
 TRIAL_TIMES = ("time/train_seconds", "time/eval_seconds", "time/checkpoint_seconds")

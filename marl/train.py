@@ -36,7 +36,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str,
-              amp: bool = False) -> LossTerms:
+              amp: bool = False, swap: bool = False, temperature: float = 0.1) -> LossTerms:
     """One training step's loss: a pure function of (parameters, batch, noise, weights).
 
     No host synchronisation happens here, so `torch.func.functional_call` + `vmap` can run it
@@ -45,12 +45,12 @@ def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator:
     magnitude ~1e3) stay in fp32.
     """
     with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(x1, x2, noise)
-    return marl_objective(out, x1, x2, weights, dataset_size, estimator)
+        out = model(x1, x2, noise, swap)
+    return marl_objective(out, x1, x2, weights, dataset_size, estimator, temperature)
 
 
 # Fields that may differ between the members of one packed trainer; all others must match.
-MEMBER_FIELDS = ("alpha", "beta", "gamma", "seed")
+MEMBER_FIELDS = (*names.WEIGHTS, "seed")
 
 # On a CPU the members' B×B×D log-density tensors outgrow the caches when all K are batched
 # at once; vmapping 4 members at a time measured 1.7x faster than all 16 (docs/performance.md).
@@ -88,15 +88,18 @@ class Trainer:
         # fused=True: one kernel for all parameters' updates, on CUDA (measured on CPU: no gain)
         self.opt = torch.optim.Adam(list(self.params.values()), lr=self.cfg.lr,
                                     fused=True if device.type == "cuda" else None)
-        self.weights = torch.tensor([[c.alpha, c.beta, c.gamma] for c in cfgs], device=device)
+        self.weights = torch.tensor([[getattr(c, w) for w in names.WEIGHTS] for c in cfgs], device=device)
+        # the swap decodes cost a decoder pass: only when some member weighs them
+        self.swap = any(c.swap > 0 for c in cfgs)
         self.gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
         self.train_x = data.train.x.to(device)  # resident on the device: batches are slices
         self.epoch = 0
-        n, estimator, amp = self.train_x.shape[0], self.cfg.estimator, self.cfg.amp
+        n, estimator, amp, swap, tau = (self.train_x.shape[0], self.cfg.estimator, self.cfg.amp,
+                                        self.swap, self.cfg.temperature)
 
         def member_terms(params, buffers, x1, x2, noise, weights):
             model = lambda *a: functional_call(self.skeleton, (params, buffers), a)  # noqa: E731
-            return torch.stack(tuple(objective(model, x1, x2, noise, weights, n, estimator, amp)))
+            return torch.stack(tuple(objective(model, x1, x2, noise, weights, n, estimator, amp, swap, tau)))
 
         if len(cfgs) == 1:  # no vmap: the plain model's kernels
             self.terms = lambda p, b, *a: member_terms(  # noqa: E731
@@ -133,7 +136,8 @@ class Trainer:
             sums += terms.detach()
         self.epoch += 1
         means = (sums / n_batches).tolist()  # the epoch's one host synchronisation
-        return [{names.loss(t): v for t, v in zip(names.LOSS_TERMS, row)} for row in means]
+        reported = [t for t in names.LOSS_TERMS if t != "swap" or self.swap]  # swap only when computed
+        return [{names.loss(t): v for t, v in zip(names.LOSS_TERMS, row) if t in reported} for row in means]
 
     def member(self, k: int = 0) -> MARL:
         """Member k as an ordinary MARL module (for evaluation and saving)."""

@@ -107,7 +107,77 @@ def test_an_encoder_pushing_log_variances_towards_minus_100_keeps_the_loss_finit
             last.bias[chunk * d:(chunk + 1) * d] = -100.0
     x = torch.randn(64, 2, cfg.n_mels, cfg.n_frames)
     out = model(x[:, 0], x[:, 1], torch.randn(3, 64, d))
-    terms = marl_objective(out, x[:, 0], x[:, 1], torch.tensor([0.0, 0.0, 0.1]), 32768, "mss")
+    terms = marl_objective(out, x[:, 0], x[:, 1], torch.tensor([0.0, 0.0, 0.1, 0.0, 0.0, 0.0]), 32768, "mss")
     assert all(torch.isfinite(t) for t in terms)
     terms.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- beyond the paper
+def test_info_nce_is_log_b_when_pairs_are_indistinguishable_and_near_0_when_each_matches_itself():
+    from marl.losses import info_nce
+
+    same = torch.ones(8, 4)
+    assert info_nce(same, same, 0.1).item() == pytest.approx(math.log(8), rel=1e-6)
+    eye = torch.eye(8)
+    assert info_nce(eye, eye, 0.01).item() < 1e-6
+    assert info_nce(eye, eye.roll(1, 0), 0.01).item() > 50  # every positive is the least similar
+
+
+def test_cross_covariance_penalty_known_answers():
+    from marl.losses import cross_covariance_penalty
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(20000, 3, generator=g)
+    s = torch.randn(20000, 5, generator=g)
+    assert cross_covariance_penalty(p, s).item() < 1e-3  # independent codes: ~0
+    assert cross_covariance_penalty(p, p).item() == pytest.approx(torch.cov(p.T).pow(2).sum().item(), rel=1e-4)
+    assert cross_covariance_penalty(3 * p, p).item() == pytest.approx(9 * cross_covariance_penalty(p, p).item(), rel=1e-4)
+
+
+def test_swap_term_is_each_views_own_reconstruction_when_both_views_are_one_clip(tiny_cfg):
+    from marl.losses import marl_objective, reconstruction_nll
+    from marl.model import MARL
+
+    torch.manual_seed(0)
+    model = MARL(tiny_cfg)
+    x = torch.randn(16, tiny_cfg.n_mels, tiny_cfg.n_frames)
+    noise = torch.randn(3, 16, tiny_cfg.latent_dim)
+    out = model(x, x, noise, swap=True)
+    post = model.encode(x)
+    own = [model.decoder(torch.cat([v.z_p, post.mu_s], -1)) for v in out.views]
+    expected = (reconstruction_nll(own[0], x) + reconstruction_nll(own[1], x)).mean()
+    weights = torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0, 0.0])
+    terms = marl_objective(out, x, x, weights, 4096, "mss")
+    assert terms.swap.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms.total.item() == pytest.approx((terms.recon + 2.0 * terms.swap).item(), rel=1e-5)
+
+
+def test_with_the_new_weights_at_zero_the_objective_is_the_papers(tiny_cfg):
+    from marl.losses import marl_objective
+    from marl.model import MARL
+
+    torch.manual_seed(0)
+    model = MARL(tiny_cfg)
+    x = torch.randn(16, 2, tiny_cfg.n_mels, tiny_cfg.n_frames)
+    out = model(x[:, 0], x[:, 1], torch.randn(3, 16, tiny_cfg.latent_dim))
+    t = marl_objective(out, x[:, 0], x[:, 1], torch.tensor([0.3, 0.2, 0.1, 0.0, 0.0, 0.0]), 4096, "mss")
+    paper = t.recon + 0.3 * t.mi + 0.2 * t.tc + 0.1 * t.dim_kl
+    assert t.total.item() == pytest.approx(paper.item(), rel=1e-6)
+    assert t.infonce.item() > 0 and t.orthogonal.item() > 0 and t.swap.item() == 0  # reported, not weighed
+
+
+def test_weighing_a_term_trains_it_lower_than_leaving_it_out(tiny_cfg):
+    from marl.data import load_dataset
+    from marl.train import Trainer
+
+    data = load_dataset(tiny_cfg)
+    plain = Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[0]
+    assert "loss/swap" not in plain and "loss/infonce" in plain  # swap costs a decoder pass: off
+    assert "loss/swap" in Trainer(tiny_cfg.replace(swap=0.5), data, torch.device("cpu")).run_epoch()[0]
+    for term, weight in (("infonce", 10.0), ("orthogonal", 10.0)):  # (swap: known answer above)
+        # packed with its unweighted twin (same seed), so both report the term
+        trainer = Trainer([tiny_cfg, tiny_cfg.replace(**{term: weight})], data, torch.device("cpu"))
+        for _ in range(4):
+            without, with_term = trainer.run_epoch()
+        assert with_term[f"loss/{term}"] < 0.8 * without[f"loss/{term}"], term

@@ -392,3 +392,21 @@ def test_checkpoints_on_cluster_storage_are_recorded_as_uris():
     assert checkpoint_uri(ckpt("local", "/r/smoke/trial_1/checkpoint_000002")) == "/r/smoke/trial_1/checkpoint_000002"
     assert checkpoint_uri(ckpt("s3", "bucket/smoke/trial_1/c")) == "s3://bucket/smoke/trial_1/c"
     assert checkpoint_uri(ckpt("gcs", "bucket/smoke/trial_1/c")) == "gs://bucket/smoke/trial_1/c"
+
+
+@pytest.mark.timeout(600)
+def test_the_separation_space_runs_end_to_end_on_smoke_data(tmp_path):
+    tiny = ["n_train_pairs=256", "n_test_pairs=96", "n_val_pairs=96", "batch_size=64", "hidden=32",
+            "latent_dim=4", "probe_train_clips=256", "n_frames=8", "epochs=1"]
+    proc = sweep_cli("--space", "separation", "--storage", str(tmp_path / "r"), "--pack", "10",
+                     "--num-cpus", "2", *[a for kv in tiny for a in ("--set", kv)], cwd=tmp_path, timeout=580)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "r" / "separation" / "results.parquet")
+    assert len(df) == 30 and set(df["status"]) == {"ok"}
+    assert sorted(df["config/ablation"].unique()) == sorted(
+        ["none", "swap", "infonce", "orthogonal", "all", "none+gamma", "swap+gamma", "infonce+gamma",
+         "orthogonal+gamma", "all+gamma"])
+    every = df[df["config/ablation"] == "all"].iloc[0]
+    assert (every["config/swap"], every["config/infonce"], every["config/orthogonal"]) == (1.0, 1.0, 1.0)
+    assert df[["loss/infonce", "loss/orthogonal"]].notna().all().all()  # reported per trial
+    assert df.loc[df["config/swap"] > 0, "loss/swap"].notna().all()  # computed where weighed
