@@ -73,7 +73,7 @@ def umap_scatter(embeddings: dict[str, np.ndarray], timbre: np.ndarray, path_bas
     for ax, (name, emb) in zip(axes[0], embeddings.items()):
         for t, (colour, label) in enumerate(zip(colours, names[:n])):
             sel = timbre == t
-            ax.scatter(emb[sel, 0], emb[sel, 1], s=3, c=colour, label=label, alpha=0.7, linewidths=0)
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=3, color=colour, label=label, alpha=0.7, linewidths=0)
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
