@@ -121,3 +121,24 @@ def pareto_front(df: pd.DataFrame, path_base) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save(fig, path_base)
+
+
+def tradeoff(df: pd.DataFrame, path_base, kind: str = "linear") -> list[Path]:
+    """Reconstruction error against chance-corrected test separation, one point per setting
+    (`config/ablation` label, else term and weight), mean ± std over seeds: where the objectives
+    trade information for disentanglement."""
+    ok, _ = tables.usable(df)
+    ok = tables.ablation_setting(ok)
+    label = ok["config/ablation"].astype(str) if "config/ablation" in ok else ok["term"] + " " + ok["weight"].astype(str)
+    sep = names.separation("test", kind)
+    stats = ok.assign(setting=label).groupby("setting")[["loss/recon", sep]].agg(["mean", "std"])
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
+    for setting, row in stats.iterrows():
+        ax.errorbar(row[("loss/recon", "mean")], row[(sep, "mean")], xerr=np.nan_to_num(row[("loss/recon", "std")]),
+                    yerr=np.nan_to_num(row[(sep, "std")]), fmt="o", capsize=2, ms=4)
+        ax.annotate(setting, (row[("loss/recon", "mean")], row[(sep, "mean")]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("reconstruction error (last epoch, lower is better)")
+    ax.set_ylabel(f"separation ({kind} probes, test; chance-corrected)")
+    ax.grid(alpha=0.3)
+    return save(fig, path_base)

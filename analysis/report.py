@@ -96,6 +96,10 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         if not drawn:  # said in the report and on stderr, never skipped silently
             md.append(f"### UMAP ({trial['trial']})\n\nNot drawn: {why}.\n")
             print(f"report: UMAP figure not drawn: {why}", file=sys.stderr)
+    if "loss/recon" in ok and ok.get("config/ablation", ok.get("config/gamma")).nunique() > 1:
+        kind = "linear" if names.separation("test", "linear") in ok else "mlp"
+        add_figure(f"Trade-off: reconstruction against separation ({kind} probes)",
+                   figures.tradeoff(df, fdir / "tradeoff", kind))
     if len(ok) >= 2 and names.LEAKAGE in ok:
         add_figure("Pareto front (shared→timbre, private→pitch, leakage)",
                    figures.pareto_front(df, fdir / "pareto_front"))

@@ -33,6 +33,7 @@ def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
                     row[names.mi_mean(f, s)] = float(np.mean(row[names.mi(f, s)]))
             for s in (*names.SUBSPACES, "both"):
                 row[names.mig(s)] = 0.5
+            row["loss/recon"] = 10.0 + i + seed
             rows.append(row)
     if diverged_one:
         rows.append({"trial": "bad", "status": "diverged", "config/alpha": 0.0, "config/beta": 0.0,
@@ -132,7 +133,7 @@ def test_pareto_front_keeps_only_non_dominated_points():
 def test_report_writes_every_figure(results_dir, tmp_path):
     out = tmp_path / "rep"
     build_report([results_dir], out, umap=False)
-    for fig in ("ablation_bars", "mi_heatmap", "pareto_front"):
+    for fig in ("ablation_bars", "mi_heatmap", "pareto_front", "tradeoff"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     text = (out / "report.md").read_text()
