@@ -129,7 +129,13 @@ def tradeoff(df: pd.DataFrame, path_base, kind: str = "linear") -> list[Path]:
     trade information for disentanglement."""
     ok, _ = tables.usable(df)
     ok = tables.ablation_setting(ok)
-    label = ok["config/ablation"].astype(str) if "config/ablation" in ok else ok["term"] + " " + ok["weight"].astype(str)
+    by_weight = ok["term"] + " " + ok["weight"].map("{:g}".format)
+    if "config/ablation" in ok:  # a label naming several weights (the paper's ablation) gets them
+        label = ok["config/ablation"].astype(str)
+        several = ok.groupby(label)["weight"].transform("nunique") > 1
+        label = label.where(~several, by_weight)
+    else:
+        label = by_weight
     sep = names.separation("test", kind)
     stats = ok.assign(setting=label).groupby("setting")[["loss/recon", sep]].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
