@@ -10,27 +10,19 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from marl.errors import UserError
-from marl.results import exists, is_uri, read_parquet
+from marl.results import exists, file_type, filesystem, read_parquet
 
 RESULTS_FILE = "results.parquet"
 
 
-def _file_type(target: str):
-    """pyarrow's FileType of a local path or a URI (s3://, gs://, file://)."""
-    if is_uri(target):
-        fs, path = pafs.FileSystem.from_uri(target)
-        return fs.get_file_info(path).type
-    return pafs.LocalFileSystem().get_file_info(str(Path(target).resolve())).type
-
-
 def _results_file(target: str) -> str:
-    kind = _file_type(target)
+    kind = file_type(target)
     if kind == pafs.FileType.File:
         return target
     if kind == pafs.FileType.NotFound:
         raise UserError(f"no such results folder: {target}")
     file = f"{target.rstrip('/')}/{RESULTS_FILE}"
-    if _file_type(file) != pafs.FileType.File:
+    if file_type(file) != pafs.FileType.File:
         raise UserError(f"{target} holds no {RESULTS_FILE}: is it a sweep folder "
                         "(<storage>/<name>) whose sweep finished or was resumed to the end?")
     return file
@@ -50,7 +42,7 @@ def load_results(paths) -> pd.DataFrame:
     for p in map(str, paths):
         file = _results_file(p)
         try:
-            fs, path = pafs.FileSystem.from_uri(file) if is_uri(file) else (None, file)
+            fs, path = filesystem(file)
             table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{file} is not a readable Parquet file ({str(err).splitlines()[0][:120]})") from None

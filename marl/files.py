@@ -28,6 +28,9 @@ def check_writable(path: Path, field: str) -> None:
         raise UserError(f"{field}: cannot write to {ancestor}: {err.strerror or err}") from None
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos a full disk or quota raises
+
+
 def replace_atomically(target: Path, write) -> None:
     """Call write(tmp_path), then rename over target: a crash never leaves half a file, and a
     full disk leaves the previous file as it was (and says so)."""
@@ -37,7 +40,7 @@ def replace_atomically(target: Path, write) -> None:
         write(tmp)
         os.replace(tmp, target)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in DISK_FULL:
             raise UserError(f"disk full while writing {target}; the previous version, if any, is "
                             "unchanged: free space and run the command again") from None
         raise

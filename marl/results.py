@@ -28,42 +28,63 @@ def is_uri(storage: str) -> bool:
     return "://" in storage
 
 
-def write_parquet(df: pd.DataFrame, target: str) -> None:
+def filesystem(target: str):
+    """(pyarrow filesystem, path) of a URI (s3://, gs://, file://) or a local path."""
+    import pyarrow.fs
+
+    if is_uri(target):
+        return pyarrow.fs.FileSystem.from_uri(target)
+    return pyarrow.fs.LocalFileSystem(), str(Path(target).resolve())
+
+
+def file_type(target: str):
+    """pyarrow's FileType (File, Directory, NotFound) of a local path or a URI."""
+    fs, path = filesystem(target)
+    return fs.get_file_info(path).type
+
+
+def exists(target: str) -> bool:
+    import pyarrow.fs
+
+    return file_type(target) != pyarrow.fs.FileType.NotFound
+
+
+def _write(target: str, write_stream, write_local) -> None:
     """Atomically for local paths (temporary file, then rename); via pyarrow.fs for URIs."""
     if is_uri(target):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        fs, path = filesystem(target)
         with fs.open_output_stream(path) as stream:
-            df.to_parquet(stream, index=False)
+            write_stream(stream)
         return
-    replace_atomically(Path(target), lambda tmp: df.to_parquet(tmp, index=False))
+    replace_atomically(Path(target), write_local)
+
+
+def write_parquet(df: pd.DataFrame, target: str) -> None:
+    _write(target, lambda stream: df.to_parquet(stream, index=False), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_text(target: str, text: str) -> None:
-    """Like write_parquet, for a small text file."""
-    if is_uri(target):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
-        with fs.open_output_stream(path) as stream:
-            stream.write(text.encode())
-        return
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(Path(target), lambda tmp: tmp.write_text(text))
+    if not is_uri(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    _write(target, lambda stream: stream.write(text.encode()), lambda tmp: tmp.write_text(text))
 
 
 def read_text(target: str) -> str | None:
-    """The text of a local or URI file; None when it does not exist."""
-    if is_uri(target):
-        import pyarrow.fs
+    """The text of a local or URI file; None when it is not a file."""
+    import pyarrow.fs
 
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
-        if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
-            return None
-        with fs.open_input_stream(path) as stream:
-            return stream.read().decode()
-    return Path(target).read_text() if Path(target).is_file() else None
+    if file_type(target) != pyarrow.fs.FileType.File:
+        return None
+    fs, path = filesystem(target)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def read_parquet(target: str) -> pd.DataFrame:
+    """A local or URI Parquet file."""
+    fs, path = filesystem(target)
+    with fs.open_input_file(path) as stream:
+        return pd.read_parquet(stream)
 
 
 def members(config: dict) -> list[tuple[str, dict]]:
@@ -96,26 +117,6 @@ def checkpoint_uri(checkpoint) -> str:
     storage, so that a reader elsewhere can open it through pyarrow.fs."""
     kind = checkpoint.filesystem.type_name
     return checkpoint.path if kind == "local" else f"{SCHEMES.get(kind, kind)}://{checkpoint.path}"
-
-
-def read_parquet(target: str) -> pd.DataFrame:
-    """A local or URI Parquet file."""
-    if is_uri(target):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
-        with fs.open_input_file(path) as stream:
-            return pd.read_parquet(stream)
-    return pd.read_parquet(target)
-
-
-def exists(target: str) -> bool:
-    if is_uri(target):
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(target)
-        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-    return Path(target).exists()
 
 
 def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -62,17 +62,27 @@ class NoteBank:
 
 
 # ---------------------------------------------------------------- audio
+def _mono(data, rate: int, sample_rate: int) -> torch.Tensor:
+    """soundfile's (samples, channels) array -> mono float32 at sample_rate."""
+    import torchaudio
+
+    wave = torch.from_numpy(data).mean(1)
+    return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
+
+
+def _unreadable(path, err: Exception) -> UserError:
+    return UserError(f"{path}: not readable audio ({str(err).splitlines()[0][:120]})")
+
+
 def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
     """Any file soundfile reads, mixed to mono and resampled: (n_samples,) float32."""
     import soundfile
-    import torchaudio
 
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (OSError, RuntimeError) as err:  # soundfile.LibsndfileError is a RuntimeError
-        raise UserError(f"{path}: not readable audio ({str(err).splitlines()[0][:120]})") from None
-    wave = torch.from_numpy(data).mean(1)
-    return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
+        raise _unreadable(path, err) from None
+    return _mono(data, rate, sample_rate)
 
 
 def check_audio(paths: list[Path]) -> None:
@@ -85,16 +95,13 @@ def check_audio(paths: list[Path]) -> None:
         try:
             soundfile.info(str(path))
         except (OSError, RuntimeError) as err:
-            raise UserError(f"{path}: not readable audio ({str(err).splitlines()[0][:120]})") from None
+            raise _unreadable(path, err) from None
 
 
 def decode_wav(data: bytes, sample_rate: int) -> torch.Tensor:
     import soundfile
-    import torchaudio
 
-    wave, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    wave = torch.from_numpy(wave).mean(1)
-    return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
+    return _mono(*soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True), sample_rate)
 
 
 # ---------------------------------------------------------------- soundfont

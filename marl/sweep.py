@@ -258,11 +258,9 @@ def flag(field: str) -> str:
 def check_resume_flags(args: SweepArgs, recorded: dict) -> None:
     """Refuse a flag given on --resume whose value differs from the one the sweep started with
     (flags left at their defaults keep the original values)."""
-    default = dataclasses.asdict(SweepArgs())
-    given = json.loads(json.dumps(dataclasses.asdict(args)))  # tuples as lists, like the record
+    default, given = (json.loads(json.dumps(dataclasses.asdict(a))) for a in (SweepArgs(), args))  # as recorded
     for field in FIXED_ON_RESUME:
-        if field in recorded and given[field] != recorded[field] and given[field] != json.loads(
-                json.dumps(default[field])):
+        if field in recorded and given[field] != recorded[field] and given[field] != default[field]:
             was = recorded[field]
             was = (" ".join(map(str, was)) if isinstance(was, list) else was) or "(not given)"
             raise UserError(f"--resume: {flag(field)} cannot change on resume (this sweep started with "
@@ -410,10 +408,11 @@ def prebuild_data(cfgs: list[Config]) -> None:
     instead of generating it themselves."""
     from marl.data import cache_path, load_dataset
 
-    todo = {cache_path(c): c for c in cfgs if not cache_path(c).exists()}
+    distinct = {json.dumps(c.data_dict(), sort_keys=True): c for c in cfgs}  # 30 trials, one dataset
+    todo = [c for c in distinct.values() if not cache_path(c).exists()]  # each path once: it lists files
     if todo:
         start = time.perf_counter()
-        for cfg in todo.values():
+        for cfg in todo:
             load_dataset(cfg)
         print(f"data: {len(todo)} dataset(s) built in {time.perf_counter() - start:.0f} s")
 

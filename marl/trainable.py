@@ -18,7 +18,6 @@ of the trial spent on each before the report (a checkpoint's own writing counts 
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from marl import names
 from marl.config import Config
 from marl.data import load_dataset
 from marl.evaluate import evaluate_members
+from marl.files import DISK_FULL
 from marl.results import unprefixed
 from marl.train import Trainer, is_finite, model_file, pick_device
 from search_spaces import is_packed, trial_members
@@ -53,7 +53,7 @@ def write_checkpoint(folder: Path, state: dict, outputs: dict) -> None:
             torch.save(model, member / "model.pt")
         torch.save(state, folder / STATE_FILE)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in DISK_FULL:
             raise OSError(err.errno, f"disk full while writing the epoch-{state['trainer']['epoch']} "
                                      f"checkpoint in {folder}; the trial's earlier checkpoints are intact: "
                                      "free space, then --resume") from None
