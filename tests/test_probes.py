@@ -23,16 +23,13 @@ def sklearn_accuracy(kind, train, val, test, seed=0):
             fits = [LogisticRegression(C=c, max_iter=300).fit(zt, yt) for c in probes.LINEAR_C]
             best = max(fits, key=lambda clf: clf.score(zv, yv))  # first of ties, as the probes
             return best.score(zv, yv), best.score(zs, ys)
-        clf = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=False, random_state=seed)
-        classes, best, best_val, stale = np.unique(yt), None, -1.0, 0
-        for _ in range(probes.MLP_MAX_EPOCHS):
+        clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=seed)
+        classes, best, best_val = np.unique(yt), None, -1.0
+        for _ in range(clf.max_iter):  # sklearn's default schedule, 200 epochs
             clf.partial_fit(zt, yt, classes=classes)
-            score = clf.score(zv, yv)
-            if score > best_val:
-                best, best_val, stale = (clf.coefs_[0].copy(), clf.coefs_[1].copy(),
-                                         clf.intercepts_[0].copy(), clf.intercepts_[1].copy()), score, 0
-            elif (stale := stale + 1) >= probes.MLP_PATIENCE:
-                break
+            if (score := clf.score(zv, yv)) > best_val:
+                best, best_val = (clf.coefs_[0].copy(), clf.coefs_[1].copy(),
+                                  clf.intercepts_[0].copy(), clf.intercepts_[1].copy()), score
         clf.coefs_[0], clf.coefs_[1], clf.intercepts_[0], clf.intercepts_[1] = best
         return best_val, clf.score(zs, ys)
 
@@ -75,10 +72,17 @@ def test_a_problem_stacked_with_wider_and_larger_ones_scores_as_it_does_alone(ki
     assert stacked[1][0].item() == pytest.approx(alone[1], abs=0.02)
 
 
-def test_masked_classes_are_never_predicted():
-    (train, val, test) = fixture(4, 8, 1.5, 0)
-    logits = probes._masked(torch.zeros(1, 5, 21), probes._class_mask(torch.tensor([4]), 21))
-    assert logits.argmax(-1).max() < 4
+def test_padded_classes_are_never_predicted_and_take_no_gradient():
+    gen = torch.Generator().manual_seed(0)
+    offset = probes._absent_offset(torch.tensor([4, 21]), 21)  # a 4-class problem padded to 21
+    w = torch.randn(2, 8, 21, generator=gen).requires_grad_()
+    b = (10 * torch.randn(2, 21, generator=gen)).requires_grad_()
+    logits = probes._linear_logits(w, b, torch.randn(2, 200, 8, generator=gen), offset)
+    assert logits[0].argmax(-1).max() < 4
+    assert logits[1].argmax(-1).max() >= 4  # the 21-class problem keeps all of its classes
+    probes._cross_entropy(logits, torch.randint(0, 4, (2, 200), generator=gen)).sum().backward()
+    assert torch.isfinite(w.grad).all() and torch.isfinite(b.grad).all()
+    assert (w.grad[0, :, 4:] == 0).all() and (b.grad[0, 4:] == 0).all()
     assert probes._class_mask(torch.tensor([21, 21]), 21) is None  # nothing to mask: no cost
 
 
