@@ -112,7 +112,7 @@ def _mlp_logits(params, x, offset):
 
 
 def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
-    """Batched one-hidden-layer MLPs with early stopping on validation accuracy; returns
+    """Batched one-hidden-layer MLPs, MLP_EPOCHS epochs, the best validation epoch kept; returns
     (val accuracy, test accuracy), each (P,). n_features (P,): each problem's own code width
     before zero-padding (for its initialisation scale); default: all D."""
     (xt, yt), (xv, yv), (xs, ys) = train, val, test
@@ -208,10 +208,10 @@ def accuracy(kind: str, train: tuple, val: tuple, test: tuple, n_classes: int | 
     return fit_many(kind, [problem], seed=seed)[0]
 
 
-def stack(arrays: list, width: int | None = None, dtype=torch.float32, device="cpu") -> torch.Tensor:
+def stack(arrays: list, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """Stack (N, D_i) arrays (or (N,) labels) into one tensor, zero-padding D to the widest."""
     tensors = [torch.as_tensor(a, dtype=dtype) for a in arrays]
     if tensors[0].dim() == 2:
-        width = width or max(t.shape[1] for t in tensors)
+        width = max(t.shape[1] for t in tensors)
         tensors = [F.pad(t, (0, width - t.shape[1])) for t in tensors]
     return torch.stack(tensors).to(device)
