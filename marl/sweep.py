@@ -294,10 +294,15 @@ def auto_pack(cfg: Config) -> int:
     return max(1, min(PACK_CAP, PACK_MEMORY_BYTES // per_member))
 
 
+def trials_at_once(cluster_cpus: float, cpus_per_trial: float) -> int:
+    """How many trials the cluster's CPUs hold at once (at least one)."""
+    return max(1, int(cluster_cpus // cpus_per_trial))
+
+
 def gpu_share(cluster_gpus: float, cluster_cpus: float, n_trials: int, cpus_per_trial: float) -> float:
     """A trial's GPU share: the cluster's GPUs split over the trials that can run at once,
     rounded down to 1/m so that m trials fit each GPU exactly; at most one GPU."""
-    concurrent = max(1, min(n_trials, int(cluster_cpus // cpus_per_trial)))
+    concurrent = max(1, min(n_trials, trials_at_once(cluster_cpus, cpus_per_trial)))
     share = cluster_gpus / concurrent
     return 1.0 if share >= 1 else 1.0 / math.ceil(1.0 / share)
 
@@ -363,7 +368,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     gpus = args.gpus_per_trial
     if gpus == AUTO:
         gpus = gpu_share(cluster_gpus, cluster_cpus, n_trials, args.cpus_per_trial) if cluster_gpus else 0.0
-    capacity = max(1, int(cluster_cpus // args.cpus_per_trial))  # trials the cluster holds at once
+    capacity = trials_at_once(cluster_cpus, args.cpus_per_trial)
     if gpus:
         capacity = max(1, min(capacity, int(round(cluster_gpus / gpus, 6))))
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
