@@ -223,6 +223,26 @@ def test_resume_trains_with_the_resumed_commands_resources(tmp_path):
     assert df["cpus"].tolist() == [2] and df["epoch"].tolist() == [40] and df["restarts"].tolist() == [0]
 
 
+def descendants(root: int, needle: str) -> list[int]:
+    """PIDs of the processes below `root` whose command line contains `needle` (Linux /proc)."""
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or needle not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            pid = ancestor = int(entry.name)
+            while ancestor > 1 and ancestor != root:
+                ancestor = parent(ancestor)
+        except (OSError, ValueError, IndexError):  # the process ended while we looked
+            continue
+        if ancestor == root:
+            found.append(pid)
+    return found
+
+
 @pytest.mark.timeout(400)
 def test_a_trial_whose_worker_is_sigkilled_is_retried_from_its_checkpoint(tmp_path):
     import json
@@ -237,9 +257,9 @@ def test_a_trial_whose_worker_is_sigkilled_is_retried_from_its_checkpoint(tmp_pa
         deadline = time.time() + 180
         while time.time() < deadline and len(list(exp.glob("*/checkpoint_*"))) < 2:
             time.sleep(0.2)  # the trial is training with a checkpoint behind it
-        workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+        workers = descendants(driver.pid, "ray::ImplicitFunc")  # not another Ray's on this machine
         assert len(workers) == 1, workers  # the one trial's worker process
-        os.kill(int(workers[0]), signal.SIGKILL)
+        os.kill(workers[0], signal.SIGKILL)
         out, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
