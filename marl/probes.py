@@ -81,9 +81,9 @@ def fit_linear(train, val, test, n_classes, seed: int = 0):
     for c in LINEAR_C:
         # The strongest penalty first, each solution starting the next (sklearn's regularisation
         # path): the weaker penalties start near their optimum. The problems are independent,
-        # so L-BFGS on their sum minimises each one.
-        # sklearn's stopping rule (scipy's L-BFGS-B: gtol = tol = 1e-4 on the largest gradient
-        # entry of this same scaled loss) and memory (maxcor 10); on the sum, every problem's
+        # so L-BFGS on their sum minimises each one. sklearn's stopping rule (scipy's L-BFGS-B:
+        # gtol = tol = 1e-4 on the largest gradient entry of this same scaled loss; on the sum,
+        # that bounds every problem's gradient) and memory (maxcor 10).
         opt = torch.optim.LBFGS([w, b], lr=1, max_iter=LINEAR_STEPS, history_size=10,
                                 tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
