@@ -81,19 +81,20 @@ def load_checkpoint_state(checkpoint, device) -> dict:
 def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
     """The trainer state to resume from, how it was found, and the checkpoint it came from.
 
-    How: "latest" (the newest checkpoint in the trial's folder, or none needed), "fallback" (a
-    newer one did not load and was skipped) or "none" (nothing loads: the trial starts again
-    from epoch 0).
+    How: "named" (the checkpoint Tune named, or none needed), "newer" (one Tune never recorded:
+    Tune logs a report before it registers the report's checkpoint, and a kill between the
+    worker's write and either step leaves this), "older" (work Tune had recorded is trained
+    again) or "none" (nothing loads: the trial starts again from epoch 0).
 
-    The newest checkpoint wins over the one Tune recorded: after a driver kill, Tune's
-    (throttled) experiment state can name an older checkpoint, or one that `num_to_keep` has
-    since deleted (ray-project/ray#27790), and resuming from it would train epochs twice. A
-    checkpoint written at the moment of the kill can be partial: it is skipped, and counted.
-    The folder is listed through the checkpoint's own pyarrow filesystem, so a bucket works
-    like a local folder.
+    The newest checkpoint that loads wins over the one Tune recorded: after a driver kill,
+    Tune's (throttled) experiment state can name an older checkpoint, or one that `num_to_keep`
+    has since deleted (ray-project/ray#27790), and resuming from it would train epochs twice. A
+    checkpoint being written at the moment of a kill is partial: it is skipped, logged on stderr,
+    and costs only its own epoch, as the epoch in flight at any kill does. The folder is listed
+    through the checkpoint's own pyarrow filesystem, so a bucket works like a local folder.
     """
     if checkpoint is None:
-        return None, "latest", None
+        return None, "named", None
     from pyarrow.fs import FileSelector, FileType
 
     fs, trial_dir = checkpoint.filesystem, str(Path(checkpoint.path).parent)
@@ -105,12 +106,16 @@ def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
                       and Path(i.path).name.startswith("checkpoint_")), reverse=True)
     if checkpoint.path not in folders:
         folders.append(checkpoint.path)
-    for skipped, folder in enumerate(folders):
+    named = Path(checkpoint.path).name  # checkpoint_%06d: names sort by index
+    for folder in folders:
         found = tune.Checkpoint(folder, filesystem=fs)
         try:
-            return load_checkpoint_state(found, device), "latest" if skipped == 0 else "fallback", found
+            state = load_checkpoint_state(found, device)
         except Exception:  # noqa: BLE001 - missing or partial: try the next newest
+            print(f"marl: skipping checkpoint {folder}: it does not load (cut off mid-write?)", file=sys.stderr)
             continue
+        name = Path(folder).name
+        return state, "named" if name == named else "newer" if name > named else "older", found
     return None, "none", None
 
 
@@ -132,7 +137,7 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
     if state:
         trainer.load_state_dict(state["trainer"])
         diverged = state["diverged"]
-    if found != "latest":  # never silent: logged, and counted in the results' `restarts`
+    if found in ("older", "none"):  # never silent: logged, and counted in the results' `restarts`
         restarts += 1
         where = f"epoch {trainer.epoch}" if state else "epoch 0 (no intact checkpoint)"
         print(f"marl: checkpoint {checkpoint.path} did not load; resuming from {where}", file=sys.stderr)
@@ -141,6 +146,9 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
         with source.as_directory() as d:
             tune.report({**state["report"], "restarts": restarts}, checkpoint=tune.Checkpoint.from_directory(d))
         return
+    if found == "newer" and "report" in state:  # its epoch is not trained again, and its report
+        # may never have reached Tune: report it again (epochs.parquet keeps one row per epoch)
+        tune.report({**state["report"], "restarts": restarts})
 
     spent = dict.fromkeys(names.TRIAL_TIMES, 0.0)
     train_s, eval_s, checkpoint_s = names.TRIAL_TIMES
