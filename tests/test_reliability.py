@@ -60,7 +60,7 @@ def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
     assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5, 1.0]  # exactly one row per trial
     assert set(df["status"]) == {"ok"}, df[["status", "error"]].to_string()
     assert df["epoch"].eq(20).all()
-    assert df["restarts"].eq(0).all()  # every trial resumed from the checkpoint Tune recorded
+    assert df["restarts"].eq(0).all(), proc.stderr[-3000:]  # from Tune's checkpoint, or a newer one
     for trial in exp.glob("trial_*"):  # continuity: only the epoch in flight at the kill repeats
         import json
 
@@ -277,12 +277,14 @@ def test_a_trial_whose_worker_is_sigkilled_is_retried_from_its_checkpoint(tmp_pa
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, out[-3000:]
     df = pd.read_parquet(exp / "results.parquet")
-    assert df["status"].tolist() == ["ok"] and df["epoch"].tolist() == [25] and df["restarts"].tolist() == [0]
+    log = out[-3000:]
+    assert df["status"].tolist() == ["ok"] and df["epoch"].tolist() == [25], log
+    assert df["restarts"].tolist() == [0], log  # it went on from the checkpoint Tune named, or a newer one
     (trial,) = exp.glob("trial_*")
     epochs = [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
-    assert epochs.count(1) == 1, epochs  # not retrained from scratch
-    assert epochs[-1] == 25 and sorted(set(epochs)) == list(range(1, 26))
-    assert len(epochs) - 25 <= 1, epochs  # only the epoch in flight at the kill ran twice
+    assert epochs.count(1) == 1, (epochs, log)  # not retrained from scratch
+    assert epochs[-1] == 25 and sorted(set(epochs)) == list(range(1, 26)), (epochs, log)
+    assert len(epochs) - 25 <= 1, (epochs, log)  # one epoch reported twice at most
     assert "failed" in out.lower() or "error" in out.lower()  # Tune saw the worker die and retried
 
 
