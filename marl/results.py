@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pandas as pd
 
 import search_spaces
 from marl import names
+from marl.errors import UserError
 from marl.files import replace_atomically
+from marl.storage import is_local
 
 RESULTS_FILE = "results.parquet"
 EPOCHS_FILE = "epochs.parquet"
@@ -116,7 +119,31 @@ def checkpoint_uri(checkpoint) -> str:
     """Where a Tune checkpoint lives: a local path, or a URI (s3://bucket/...) on cluster
     storage, so that a reader elsewhere can open it through pyarrow.fs."""
     kind = checkpoint.filesystem.type_name
-    return checkpoint.path if kind == "local" else f"{SCHEMES.get(kind, kind)}://{checkpoint.path}"
+    return checkpoint.path if is_local(checkpoint.filesystem) else f"{SCHEMES.get(kind, kind)}://{checkpoint.path}"
+
+
+PARAMS_FILE = "params.json"  # the config Tune's JSON logger writes into each trial's folder
+
+
+def trial_config(result) -> dict:
+    """The config a trial trained with: its last result's, else the one Tune recorded in the
+    trial's folder when it started (a trial that errored before reporting has no result).
+    A trial with neither is one line naming it: a row without its configuration is never
+    written."""
+    if result.config:
+        return result.config
+    if result.path:
+        fs = result.filesystem
+        try:
+            with fs.open_input_stream(f"{result.path}/{PARAMS_FILE}") as stream:
+                recorded = json.loads(stream.read())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded:
+            return recorded
+    raise UserError(f"trial {Path(result.path or '?').name}: its configuration is recorded neither in its "
+                    f"results nor in its {PARAMS_FILE}; results.parquet was not written (the earlier "
+                    "results, if any, are untouched)")
 
 
 def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -126,7 +153,7 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial = Path(result.path).name if result.path else None
         error = None if result.error is None else str(result.error).strip().splitlines()[-1][:500]
         frame = result.metrics_dataframe
-        for prefix, config in members(result.config or {}):
+        for prefix, config in members(trial_config(result)):
             name = f"{trial}/{prefix.rstrip('/')}" if prefix else trial
             metrics = {k: v for k, v in unprefixed(result.metrics or {}, prefix).items()
                        if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}

@@ -31,8 +31,9 @@ from marl.cli import ArgumentParser, parse_key_values
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, hold_lock
-from marl.results import (EPOCHS_FILE, RESULTS_FILE, is_uri, read_text, results_frames, summary_table,
-                          write_parquet, write_text)
+from marl.results import (EPOCHS_FILE, RESULTS_FILE, filesystem, is_uri, read_text, results_frames,
+                          summary_table, write_parquet, write_text)
+from marl.storage import atomic_local_filesystem, remove_partial_files
 
 AUTO = "auto"
 _LOCK = None  # this driver's lock on its sweep name (held until the process ends)
@@ -279,9 +280,43 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
             hint = (" (its folder exists but holds no saved state: it was stopped before its first "
                     "save; start it again with --overwrite)") if local and path.exists() else ""
             raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}{hint}")
+        check_saved_state(args.name, exp_dir)
     elif local and path.exists() and any(path.iterdir()) and not args.overwrite:
         raise UserError(f"a sweep named {args.name!r} already exists under {args.storage}: "
                         "use --resume to finish it, --overwrite to replace it, or --name")
+
+
+# Tune's saved state: the newest file of each kind is what Tuner.restore reads. If one does
+# not load, Tune logs "Failed to restore the run state" and starts a *new* experiment with an
+# empty configuration, so a resume would train defaults and write rows without their config.
+EXPERIMENT_STATE = "experiment_state-*.json"
+SEARCHER_STATES = ("basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+
+
+def check_saved_state(name: str, exp_dir: str) -> None:
+    """Refuse a resume whose saved state Tune cannot read, before Ray starts."""
+    import fnmatch
+
+    import pyarrow.fs
+    from ray import cloudpickle
+
+    fs, path = filesystem(exp_dir)
+    files = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))]
+    if not fnmatch.filter(files, EXPERIMENT_STATE):
+        raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
+                        "first save; start it again with --overwrite)")
+    for pattern in (EXPERIMENT_STATE, *SEARCHER_STATES):
+        newest = max(fnmatch.filter(files, pattern), default=None)
+        if newest is None:
+            continue
+        try:
+            with fs.open_input_stream(f"{path}/{newest}") as stream:
+                data = stream.read()
+            json.loads(data) if pattern == EXPERIMENT_STATE else cloudpickle.loads(data)
+        except Exception:  # noqa: BLE001 - any reason it does not load is the same refusal
+            raise UserError(f"--resume: sweep {name!r} cannot be resumed: Tune's saved state {newest} does "
+                            "not load (cut off when its driver was killed?), and Tune would start an empty "
+                            "sweep in its place; start it again with --overwrite") from None
 
 
 # ---------------------------------------------------------------- resources
@@ -378,8 +413,13 @@ def run(args: SweepArgs) -> pd.DataFrame:
         tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
     started = time.perf_counter()
+    # Local folders get every file whole or not at all (marl.storage); object stores already do.
+    storage_fs = None if is_uri(args.storage) else atomic_local_filesystem()
     if args.resume:
-        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+        if storage_fs is not None:
+            remove_partial_files(Path(exp_dir))
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True,
+                                   storage_filesystem=storage_fs)
     else:
         if Path(exp_dir).exists() and args.overwrite and not is_uri(exp_dir):
             import shutil
@@ -392,6 +432,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
             run_config=tune.RunConfig(
                 name=args.name,
                 storage_path=args.storage if is_uri(args.storage) else str(Path(args.storage).resolve()),
+                storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
                 verbose=1))

@@ -18,6 +18,7 @@ of the trial spent on each before the report (a checkpoint's own writing counts 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -61,8 +62,14 @@ def write_checkpoint(folder: Path, state: dict, outputs: dict) -> None:
 
 
 def trial_configs(config: dict) -> list[Config]:
-    """The Configs a trial trains (labels such as `ablation` dropped)."""
-    return [Config.from_labelled(m) for m in trial_members(config)]
+    """The Configs a trial trains (labels such as `ablation` dropped). A sweep resolves every
+    field before Ray starts, so a config without them is never trained on defaults: it means
+    Tune lost the sweep's configuration (a new experiment started in place of a resume)."""
+    members, known = trial_members(config), {f.name for f in dataclasses.fields(Config)}
+    if not all(known & set(m) for m in members):
+        raise ValueError(f"this trial's config names no training fields ({sorted(config)}): "
+                         "Tune lost the sweep's configuration; nothing was trained")
+    return [Config.from_labelled(m) for m in members]
 
 
 def trial_device(name: str) -> torch.device:

@@ -1,4 +1,8 @@
 import os
+import signal
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -8,11 +12,58 @@ from marl.config import Config
 TINY = dict(n_train_pairs=256, n_test_pairs=96, n_val_pairs=96, epochs=2, batch_size=64, hidden=32,
             latent_dim=4, probe_train_clips=256, umap=False, n_frames=8)
 
+MARKER = "MARL_TEST_ID"  # inherited by every process a test starts: sweeps, Ray and its workers
+LEFTOVER_GRACE_S = 30  # Ray's processes take a few seconds to exit after a shutdown or a kill
+
 
 @pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory):
-    os.environ["MARL_CACHE"] = str(tmp_path_factory.mktemp("marl-cache"))
+def _quiet_ray():
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def processes_marked(value: str) -> dict[int, str]:
+    """PID -> command line of every process whose environment holds MARKER=value (Linux /proc)."""
+    needle = f"{MARKER}={value}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:  # ended while we looked, or not ours to read
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Each test gets its own data cache, and leaves no process or Ray session behind: its
+    outcome then cannot depend on what ran before it. A leftover fails the test loudly (and is
+    killed, so that it cannot reach the next one)."""
+    import ray
+
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(MARKER, value)
+    monkeypatch.setenv("MARL_CACHE", str(tmp_path_factory.mktemp("marl-cache")))
+    yield
+    problems = []
+    if ray.is_initialized():
+        ray.shutdown()
+        problems.append("a Ray session was left initialised in the test process")
+    deadline = time.time() + LEFTOVER_GRACE_S
+    while (left := processes_marked(value)) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if left:
+        problems.append(f"{len(left)} process(es) left running: "
+                        + "; ".join(f"{pid} {cmd}" for pid, cmd in sorted(left.items())))
+    if problems:
+        pytest.fail("test hygiene: " + " and ".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -22,12 +73,15 @@ def tiny_cfg() -> Config:
 
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory):
-    """One smoke sweep through the real command line, shared by the sweep and analysis tests."""
+    """One smoke sweep through the real command line, shared by the sweep and analysis tests
+    (with a data cache of its own: the tests that use it share it on purpose)."""
     import subprocess
     import sys
 
     root = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "MARL_CACHE": str(root / "cache")}
+    env.pop(MARKER, None)  # it ends before returning: nothing of it outlives the call
     proc = subprocess.run([sys.executable, "-m", "marl.sweep", "--space", "smoke", "--storage",
                            str(root / "results"), "--num-cpus", "2"],
-                          capture_output=True, text=True, timeout=300, cwd=root)
+                          capture_output=True, text=True, timeout=300, cwd=root, env=env)
     return root, proc

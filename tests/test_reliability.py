@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from marl.storage import PARTIAL
+
 TINY_BASE = ('{"n_train_pairs": 256, "n_test_pairs": 96, "n_val_pairs": 96, "batch_size": 64, "hidden": 32, '
              '"latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False, "epochs": %d}')
 
@@ -40,6 +42,15 @@ def test_a_diverging_trial_stops_early_and_the_sweep_goes_on(tmp_path):
     assert "1 diverged" in (tmp_path / "rep" / "report.md").read_text()
 
 
+def writing_tune_state(exp: Path) -> bool:
+    """Whether Tune is copying its experiment state into the sweep's folder at this instant
+    (marl.storage writes it to a partial file first, renamed into place when complete)."""
+    try:
+        return any(n.startswith(".experiment_state-") and PARTIAL in n for n in os.listdir(exp))
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.timeout(400)
 def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
     space = write_space(tmp_path / "kill.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5, 1.0])}', 20, 4)
@@ -51,6 +62,11 @@ def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
     while time.time() < deadline and not list(exp.glob("*/checkpoint_*")):
         time.sleep(0.2)  # kill once some trial has checkpointed, well before the end
     assert list(exp.glob("*/checkpoint_*")), "no checkpoint appeared"
+    # ... at the hardest instant: while Tune copies its experiment state into the folder. A
+    # kill there used to leave half a file, which Tune could not restore: it then started an
+    # empty experiment and the rows lost their config (docs/reliability.md).
+    while time.time() < deadline and not writing_tune_state(exp):
+        time.sleep(0.0005)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     driver.wait(30)
     assert not (exp / "results.parquet").exists()
@@ -68,7 +84,120 @@ def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
         assert epochs[-1] == 20 and len(epochs) - len(set(epochs)) <= 1, (trial.name, epochs)
         # (a report the killed driver never logged is reported again when its checkpoint is the
         # newest; an earlier one can be missing, its epoch not retrained)
-    assert not list(exp.glob("*.tmp*"))
+    assert not list(exp.glob("*.tmp*")) and not list(exp.rglob(f"*{PARTIAL}*"))
+
+
+@pytest.mark.timeout(300)
+def test_a_kill_before_the_first_save_of_tune_state_is_refused_on_resume_then_overwrite_finishes(tmp_path):
+    """The earliest instant: Tune has written tuner.pkl (so Tune.can_restore says yes) and not
+    yet its first experiment state. A resume must not start an empty sweep: it refuses in one
+    line, and --overwrite runs the whole sweep."""
+    space = write_space(tmp_path / "early.py", '{"gamma": tune.grid_search([0.0, 0.5])}', 2, 2)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "r" / "early"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (exp / "tuner.pkl").exists():
+        time.sleep(0.0005)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    assert (exp / "tuner.pkl").exists() and not list(exp.glob("experiment_state-*.json")), "not the first save"
+    proc = sweep(*args, "--resume", cwd=tmp_path, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
+    assert not (exp / "results.parquet").exists()
+    proc = sweep(*args, "--overwrite", cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = pd.read_parquet(exp / "results.parquet")
+    assert sorted(df["config/gamma"]) == [0.0, 0.5] and df["epoch"].eq(2).all()
+
+
+@pytest.mark.timeout(200)
+def test_a_resume_whose_tune_state_was_cut_off_refuses_in_one_line_and_keeps_the_results(smoke_sweep, tmp_path):
+    """What a kill mid-copy left before marl.storage: half an experiment state. Tune would log
+    "Failed to restore the run state", start an empty experiment, train defaults and write a
+    row without any config column; the resume refuses instead and touches nothing."""
+    import shutil
+
+    root, first = smoke_sweep
+    assert first.returncode == 0, first.stderr[-2000:]
+    exp = tmp_path / "results" / "smoke"
+    shutil.copytree(root / "results" / "smoke", exp)
+    (state,) = exp.glob("experiment_state-*.json")
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    before = (exp / "results.parquet").read_bytes()
+    proc = sweep("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", cwd=tmp_path, timeout=180)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert state.name in lines[0] and "--overwrite" in lines[0] and "Traceback" not in proc.stderr
+    assert (exp / "results.parquet").read_bytes() == before
+
+
+def test_a_row_takes_its_config_from_the_trials_params_or_the_sweep_refuses(tmp_path):
+    """A trial that errored before reporting has no config in its result; Tune recorded it in
+    params.json when the trial started. With neither, no row is written without it."""
+    import json
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from marl.errors import UserError
+    from marl.results import results_frames
+
+    def result(config, params):
+        folder = tmp_path / f"trial_{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        if params is not None:
+            (folder / "params.json").write_text(json.dumps(params))
+        return SimpleNamespace(config=config, path=str(folder), filesystem=pyarrow.fs.LocalFileSystem(),
+                               error=RuntimeError("worker died"), metrics={}, metrics_dataframe=None,
+                               checkpoint=None)
+
+    df, _ = results_frames([result(None, {"gamma": 0.5, "seed": 2}), result({"gamma": 0.1}, {"gamma": 9.0})])
+    assert df["config/gamma"].tolist() == [0.5, 0.1] and df["config/seed"].iloc[0] == 2
+    assert df["status"].tolist() == ["error", "error"]
+    for params in (None, {}):
+        lost = result({}, params)
+        with pytest.raises(UserError, match=f"trial {Path(lost.path).name}: its configuration is recorded neither"):
+            results_frames([lost])
+
+
+def test_a_trial_whose_config_lost_its_fields_refuses_to_train_defaults():
+    from marl.trainable import trial_configs
+
+    with pytest.raises(ValueError, match="Tune lost the sweep's configuration"):
+        trial_configs({})
+    assert trial_configs({"trial": {"gamma": 0.5}, "epochs": 3})[0].gamma == 0.5
+
+
+def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
+    import pyarrow.fs
+
+    from marl.storage import atomic_local_filesystem, remove_partial_files
+
+    fs = atomic_local_filesystem()
+    target = tmp_path / "exp" / "experiment_state-1.json"
+    source = tmp_path / "staging"
+    source.mkdir()
+    target.parent.mkdir()  # as Tune creates it before it copies
+    (source / target.name).write_text("v1" * 50_000)
+    pyarrow.fs.copy_files(str(source), str(target.parent), destination_filesystem=fs)
+    assert target.read_text() == "v1" * 50_000
+    stream = fs.open_output_stream(str(target))
+    stream.write(b"v2, half written")  # the driver dies here: the stream is never closed
+    assert target.read_text() == "v1" * 50_000  # the complete previous version, not half of v2
+    assert remove_partial_files(target.parent) == 1 and [p.name for p in target.parent.iterdir()] == [target.name]
+    with fs.open_output_stream(str(target)) as stream:
+        stream.write(b"v3")
+    assert target.read_text() == "v3"
+    assert fs.type_name == "py::marl-atomic-local" and pickle_round_trip(fs).equals(fs)  # Ray ships it to workers
+
+
+def pickle_round_trip(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
 
 
 @pytest.mark.timeout(300)
@@ -122,6 +251,10 @@ def test_sigkill_at_random_moments_then_finishing_gives_the_same_rows(tmp_path):
         driver.wait(30)
         finish = "--resume" if tune.Tuner.can_restore(str(exp)) else "--overwrite"
         proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
+        if finish == "--resume" and proc.returncode == 2 and "--overwrite" in proc.stderr:
+            # killed after tuner.pkl, before Tune's first experiment state: nothing to resume
+            finish = "--overwrite"
+            proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
         assert proc.returncode == 0, (delay, finish, proc.stderr[-2000:])
         df = pd.read_parquet(exp / "results.parquet")
         assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5], delay

@@ -390,6 +390,8 @@ def test_checkpoints_on_cluster_storage_are_recorded_as_uris():
         return SimpleNamespace(filesystem=SimpleNamespace(type_name=kind), path=path)
 
     assert checkpoint_uri(ckpt("local", "/r/smoke/trial_1/checkpoint_000002")) == "/r/smoke/trial_1/checkpoint_000002"
+    # a local folder's storage is marl.storage's crash-safe filesystem: still a plain path
+    assert checkpoint_uri(ckpt("py::marl-atomic-local", "/r/smoke/trial_1/c")) == "/r/smoke/trial_1/c"
     assert checkpoint_uri(ckpt("s3", "bucket/smoke/trial_1/c")) == "s3://bucket/smoke/trial_1/c"
     assert checkpoint_uri(ckpt("gcs", "bucket/smoke/trial_1/c")) == "gs://bucket/smoke/trial_1/c"
 
