@@ -28,15 +28,20 @@ def partial_path(path: str) -> str:
 
 
 class _AtomicWriter:
-    """A file object that writes to a partial file and renames it over `path` on close."""
+    """A file object that writes to a partial file and renames it over `path` on close; after
+    a failed write (a full disk) close removes the partial file and leaves `path` as it was."""
 
     def __init__(self, path: str):
         self.path, self.tmp = path, partial_path(path)
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
-        self.closed = False
+        self.closed = self.failed = False
 
     def write(self, data) -> int:
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError:
+            self.failed = True
+            raise
 
     def flush(self) -> None:
         self.file.flush()
@@ -51,9 +56,13 @@ class _AtomicWriter:
         return False
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.file.close()
+        if self.closed:
+            return
+        self.closed = True
+        self.file.close()
+        if self.failed:
+            os.unlink(self.tmp)
+        else:
             os.replace(self.tmp, self.path)
 
 

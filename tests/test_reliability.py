@@ -174,7 +174,7 @@ def test_a_trial_whose_config_lost_its_fields_refuses_to_train_defaults():
 def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     import pyarrow.fs
 
-    from marl.storage import atomic_local_filesystem, remove_partial_files
+    from marl.storage import _AtomicWriter, atomic_local_filesystem, remove_partial_files
 
     fs = atomic_local_filesystem()
     target = tmp_path / "exp" / "experiment_state-1.json"
@@ -191,6 +191,22 @@ def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     with fs.open_output_stream(str(target)) as stream:
         stream.write(b"v3")
     assert target.read_text() == "v3"
+    import errno
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    writer = _AtomicWriter(str(target))
+    writer.file.close()
+    writer.file = FullDisk()
+    with pytest.raises(OSError):
+        writer.write(b"v4")
+    writer.close()  # a file whose write failed is dropped, not published
+    assert target.read_text() == "v3" and [p.name for p in target.parent.iterdir()] == [target.name]
     assert fs.type_name == "py::marl-atomic-local" and pickle_round_trip(fs).equals(fs)  # Ray ships it to workers
 
 
