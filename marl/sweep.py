@@ -286,11 +286,12 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
                         "use --resume to finish it, --overwrite to replace it, or --name")
 
 
-# Tune's saved state: the newest file of each kind is what Tuner.restore reads. If one does
-# not load, Tune logs "Failed to restore the run state" and starts a *new* experiment with an
-# empty configuration, so a resume would train defaults and write rows without their config.
+# Tune's saved state: the newest file of each kind is what Tuner.restore reads. If the
+# experiment or searcher state does not load, Tune logs "Failed to restore the run state" and
+# starts a *new* experiment with an empty configuration, so a resume would train defaults and
+# write rows without their config; if tuner.pkl does not load, Tuner.restore raises.
 EXPERIMENT_STATE = "experiment_state-*.json"
-SEARCHER_STATES = ("basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+PICKLED_STATES = ("tuner.pkl", "basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 def check_saved_state(name: str, exp_dir: str) -> None:
@@ -305,18 +306,18 @@ def check_saved_state(name: str, exp_dir: str) -> None:
     if not fnmatch.filter(files, EXPERIMENT_STATE):
         raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
                         "first save; start it again with --overwrite)")
-    for pattern in (EXPERIMENT_STATE, *SEARCHER_STATES):
+    for pattern in (EXPERIMENT_STATE, *PICKLED_STATES):
         newest = max(fnmatch.filter(files, pattern), default=None)
         if newest is None:
             continue
+        loads = json.loads if pattern == EXPERIMENT_STATE else cloudpickle.loads
         try:
             with fs.open_input_stream(f"{path}/{newest}") as stream:
-                data = stream.read()
-            json.loads(data) if pattern == EXPERIMENT_STATE else cloudpickle.loads(data)
-        except Exception:  # noqa: BLE001 - any reason it does not load is the same refusal
+                loads(stream.read())
+        except Exception:  # noqa: BLE001 - whatever stops it loading (cut off, unpicklable) stops Tune
             raise UserError(f"--resume: sweep {name!r} cannot be resumed: Tune's saved state {newest} does "
-                            "not load (cut off when its driver was killed?), and Tune would start an empty "
-                            "sweep in its place; start it again with --overwrite") from None
+                            "not load (cut off when its driver was killed?), so Tune cannot resume it; "
+                            "start it again with --overwrite") from None
 
 
 # ---------------------------------------------------------------- resources
