@@ -1,16 +1,28 @@
-"""Tune's storage for a local folder, made crash-safe: every file appears whole or not at all.
+"""Tune's storage for a local folder, made crash-safe: each file appears whole or not at all.
 
 Ray Tune writes a sweep's state (`experiment_state-*.json`, the searcher's state, `tuner.pkl`)
-in a staging folder and copies it into the storage folder after every result; a local copy
-writes the file in place. A driver killed mid-copy leaves half a file, and `Tuner.restore` then
-cannot read it: it logs "Failed to restore the run state" and starts a *new* experiment with
-an empty configuration (docs/reliability.md). Object stores (s3://, gs://) publish an object
-only once it is complete, so only local folders need this: each file Tune writes there goes to
-a hidden partial file beside it and is renamed into place when it is closed.
+in a staging folder and copies it into the storage folder in a background thread, about every
+0.1 s here; a local copy writes the file in place. A driver killed mid-copy leaves half a file,
+and a resume then cannot read it: Tune logs "Failed to restore the run state" and starts a
+*new* experiment with an empty configuration (docs/reliability.md). Object stores (s3://,
+gs://) publish an object only once it is complete, so only local folders need this: each file
+written here goes to a hidden partial file beside it and is renamed into place when closed.
+
+One more rule for the experiment state: Tune rewrites the staging copy in place while the
+previous copy may still be reading it, so a copy can read half a file without any kill. An
+experiment state is therefore published only if it parses; otherwise the previous one stays
+(the next copy, a moment later, brings the whole new one).
+
+Whole per file, not per folder (a checkpoint folder can still lack files, which
+`marl.trainable.restore_state` handles), and against killed processes, not power loss (no
+fsync). The handler's import path is pickled into `tuner.pkl` and each trial's state: moving
+or renaming it makes existing sweeps unresumable.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import uuid
 from pathlib import Path
@@ -20,6 +32,7 @@ import pyarrow.fs
 
 TYPE_NAME = "marl-atomic-local"
 PARTIAL = ".partial-"  # in the name of a file still being written (removed by a resume)
+EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's own name for its experiment state
 
 
 def partial_path(path: str) -> str:
@@ -44,7 +57,11 @@ class _AtomicWriter:
             raise
 
     def flush(self) -> None:
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError:
+            self.failed = True
+            raise
 
     def tell(self) -> int:
         return self.file.tell()
@@ -59,11 +76,27 @@ class _AtomicWriter:
         if self.closed:
             return
         self.closed = True
-        self.file.close()
+        try:
+            self.file.close()  # a full disk often shows only here, when the buffer is written
+        except OSError:
+            os.unlink(self.tmp)
+            raise
         if self.failed:
             os.unlink(self.tmp)
         else:
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
+
+
+def publish(tmp: str, path: str) -> None:
+    """Rename a complete partial file over `path`; an experiment state that does not parse
+    was copied while Tune rewrote it, and is dropped so that the previous one stays."""
+    if fnmatch.fnmatch(Path(path).name, EXPERIMENT_STATE):
+        try:
+            json.loads(Path(tmp).read_bytes())
+        except ValueError:
+            os.unlink(tmp)
+            return
+    os.replace(tmp, path)
 
 
 class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
@@ -74,9 +107,6 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
 
     def __eq__(self, other):
         return isinstance(other, AtomicLocalHandler)
-
-    def __ne__(self, other):
-        return not self == other
 
     def __reduce__(self):
         return AtomicLocalHandler, ()
@@ -114,7 +144,7 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
     def copy_file(self, src, dest):
         tmp = partial_path(dest)
         self.local.copy_file(src, tmp)
-        os.replace(tmp, dest)
+        publish(tmp, dest)
 
     def open_input_stream(self, path):
         return self.local.open_input_stream(path)

@@ -33,7 +33,7 @@ from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, hold_lock
 from marl.results import (EPOCHS_FILE, RESULTS_FILE, filesystem, is_uri, read_text, results_frames,
                           summary_table, write_parquet, write_text)
-from marl.storage import atomic_local_filesystem, remove_partial_files
+from marl.storage import EXPERIMENT_STATE, atomic_local_filesystem, remove_partial_files
 
 AUTO = "auto"
 _LOCK = None  # this driver's lock on its sweep name (held until the process ends)
@@ -287,37 +287,43 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
 
 
 # Tune's saved state: the newest file of each kind is what Tuner.restore reads. If the
-# experiment or searcher state does not load, Tune logs "Failed to restore the run state" and
-# starts a *new* experiment with an empty configuration, so a resume would train defaults and
-# write rows without their config; if tuner.pkl does not load, Tuner.restore raises.
-EXPERIMENT_STATE = "experiment_state-*.json"
+# experiment state or the searcher's does not load, or holds no trial yet, Tune logs "Failed to
+# restore the run state" and starts a *new* experiment with an empty configuration, so a resume
+# would train defaults and write rows without their config; a tuner.pkl that does not load
+# makes Tuner.restore raise.
 PICKLED_STATES = ("tuner.pkl", "basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 def check_saved_state(name: str, exp_dir: str) -> None:
-    """Refuse a resume whose saved state Tune cannot read, before Ray starts."""
+    """Refuse, before Ray starts, a resume that Tune would turn into a new, empty sweep."""
     import fnmatch
+    import pickle
 
     import pyarrow.fs
     from ray import cloudpickle
+    from ray.tune.utils.serialization import _loads_with_cloudpickle  # how Tune reads it
 
     fs, path = filesystem(exp_dir)
     files = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))]
-    if not fnmatch.filter(files, EXPERIMENT_STATE):
-        raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
-                        "first save; start it again with --overwrite)")
+    states = sorted(fnmatch.filter(files, EXPERIMENT_STATE))  # Tune takes the last by name
     for pattern in (EXPERIMENT_STATE, *PICKLED_STATES):
         newest = max(fnmatch.filter(files, pattern), default=None)
         if newest is None:
             continue
-        loads = json.loads if pattern == EXPERIMENT_STATE else cloudpickle.loads
         try:
             with fs.open_input_stream(f"{path}/{newest}") as stream:
-                loads(stream.read())
-        except Exception:  # noqa: BLE001 - whatever stops it loading (cut off, unpicklable) stops Tune
-            raise UserError(f"--resume: sweep {name!r} cannot be resumed: Tune's saved state {newest} does "
-                            "not load (cut off when its driver was killed?), so Tune cannot resume it; "
-                            "start it again with --overwrite") from None
+                data = stream.read()
+            state = _loads_with_cloudpickle(data) if pattern == EXPERIMENT_STATE else cloudpickle.loads(data)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+            older = f", or delete {newest} to resume from the previous driver's {states[-2]}" if (
+                pattern == EXPERIMENT_STATE and len(states) > 1) else ""
+            raise UserError(f"--resume: sweep {name!r}: Tune's saved state {newest} does not load (cut off "
+                            f"when its driver was killed?); start it again with --overwrite{older}") from None
+        if pattern == EXPERIMENT_STATE and not state.get("trial_data"):
+            states = []
+    if not states:
+        raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
+                        "first save; start it again with --overwrite)")
 
 
 # ---------------------------------------------------------------- resources

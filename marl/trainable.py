@@ -18,6 +18,7 @@ of the trial spent on each before the report (a checkpoint's own writing counts 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -35,6 +36,7 @@ from marl.data import load_dataset
 from marl.evaluate import evaluate_members
 from marl.files import DISK_FULL
 from marl.results import unprefixed
+from marl.storage import is_local
 from marl.train import Trainer, is_finite, model_file, pick_device
 from search_spaces import is_packed, trial_members
 
@@ -79,9 +81,18 @@ def trial_device(name: str) -> torch.device:
     return pick_device(name)
 
 
+def checkpoint_folder(checkpoint):
+    """A context giving the checkpoint's folder on this machine: the folder itself on a local
+    disk (Tune's `as_directory` would copy it, not knowing marl.storage's filesystem is local),
+    a downloaded copy from a bucket."""
+    if is_local(checkpoint.filesystem):
+        return contextlib.nullcontext(checkpoint.path)
+    return checkpoint.as_directory()
+
+
 def load_checkpoint_state(checkpoint, device) -> dict:
     """The trainer state in a checkpoint, on local or URI storage (raises if it does not load)."""
-    with checkpoint.as_directory() as d:
+    with checkpoint_folder(checkpoint) as d:
         return torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
 
 
@@ -150,7 +161,7 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
         print(f"marl: checkpoint {checkpoint.path} did not load; resuming from {where}", file=sys.stderr)
     if state and "report" in state and (trainer.epoch >= cfg.epochs or len(diverged) == k):
         # finished before the driver died, which never logged it: report the final result again
-        with source.as_directory() as d:
+        with checkpoint_folder(source) as d:
             tune.report({**state["report"], "restarts": restarts}, checkpoint=tune.Checkpoint.from_directory(d))
         return
     if found == "newer" and "report" in state:  # its epoch is not trained again, and its report

@@ -12,7 +12,7 @@ from marl.config import Config
 TINY = dict(n_train_pairs=256, n_test_pairs=96, n_val_pairs=96, epochs=2, batch_size=64, hidden=32,
             latent_dim=4, probe_train_clips=256, umap=False, n_frames=8)
 
-MARKER = "MARL_TEST_ID"  # inherited by every process a test starts: sweeps, Ray and its workers
+MARKER = "MARL_TEST_ID"  # in the environment of every program a test starts: sweeps, Ray, its workers
 LEFTOVER_GRACE_S = 30  # Ray's processes take a few seconds to exit after a shutdown or a kill
 
 
@@ -54,10 +54,10 @@ def _isolated(tmp_path_factory, monkeypatch):
     deadline = time.time() + LEFTOVER_GRACE_S
     while (left := processes_marked(value)) and time.time() < deadline:
         time.sleep(0.5)
-    for pid in left:
+    for pid in processes_marked(value):  # read again: a PID seen above may have been reused
         try:
             os.kill(pid, signal.SIGKILL)
-        except OSError:
+        except OSError:  # ended meanwhile
             pass
     if left:
         problems.append(f"{len(left)} process(es) left running: "
@@ -80,7 +80,6 @@ def smoke_sweep(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "MARL_CACHE": str(root / "cache")}
-    env.pop(MARKER, None)  # it ends before returning: nothing of it outlives the call
     proc = subprocess.run([sys.executable, "-m", "marl.sweep", "--space", "smoke", "--storage",
                            str(root / "results"), "--num-cpus", "2"],
                           capture_output=True, text=True, timeout=300, cwd=root, env=env)

@@ -132,6 +132,12 @@ def test_a_resume_whose_tune_state_was_cut_off_refuses_in_one_line_and_keeps_the
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert state.name in lines[0] and "--overwrite" in lines[0] and "Traceback" not in proc.stderr
     assert (exp / "results.parquet").read_bytes() == before
+    # a whole state saved before Tune added any trial: Tune's resume fails on it just the same
+    state.write_text('{"trial_data": [], "runner_data": {}, "stats": {}}')
+    proc = sweep("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", cwd=tmp_path, timeout=180)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "no saved state yet" in lines[0], proc.stderr[-2000:]
+    assert (exp / "results.parquet").read_bytes() == before
 
 
 def test_a_row_takes_its_config_from_the_trials_params_or_the_sweep_refuses(tmp_path):
@@ -177,7 +183,7 @@ def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     from marl.storage import _AtomicWriter, atomic_local_filesystem, remove_partial_files
 
     fs = atomic_local_filesystem()
-    target = tmp_path / "exp" / "experiment_state-1.json"
+    target = tmp_path / "exp" / "tuner.pkl"
     source = tmp_path / "staging"
     source.mkdir()
     target.parent.mkdir()  # as Tune creates it before it copies
@@ -191,6 +197,14 @@ def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     with fs.open_output_stream(str(target)) as stream:
         stream.write(b"v3")
     assert target.read_text() == "v3"
+    # Tune rewrites its staging experiment state in place while a copy may be reading it: a
+    # copy that read half of it is closed normally, and must not replace the whole one
+    state = target.with_name("experiment_state-1.json")
+    whole = '{"trial_data": [["{}", "{}"]], "runner_data": {}}'
+    for text in (whole, whole[: len(whole) // 2]):
+        with fs.open_output_stream(str(state)) as stream:
+            stream.write(text.encode())
+    assert state.read_text() == whole
     import errno
 
     class FullDisk:
@@ -206,7 +220,7 @@ def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError):
         writer.write(b"v4")
     writer.close()  # a file whose write failed is dropped, not published
-    assert target.read_text() == "v3" and [p.name for p in target.parent.iterdir()] == [target.name]
+    assert target.read_text() == "v3" and sorted(p.name for p in target.parent.iterdir()) == [state.name, target.name]
     assert fs.type_name == "py::marl-atomic-local" and pickle_round_trip(fs).equals(fs)  # Ray ships it to workers
 
 
