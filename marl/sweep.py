@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -280,7 +281,9 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
             hint = (" (its folder exists but holds no saved state: it was stopped before its first "
                     "save; start it again with --overwrite)") if local and path.exists() else ""
             raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}{hint}")
-        check_saved_state(args.name, exp_dir)
+        experiment = check_saved_state(args.name, exp_dir)
+        if local:
+            recreate_named_checkpoints(exp_dir, experiment)
     elif local and path.exists() and any(path.iterdir()) and not args.overwrite:
         raise UserError(f"a sweep named {args.name!r} already exists under {args.storage}: "
                         "use --resume to finish it, --overwrite to replace it, or --name")
@@ -294,8 +297,9 @@ def check_storage(args: SweepArgs, exp_dir: str) -> None:
 PICKLED_STATES = ("tuner.pkl", "basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
-def check_saved_state(name: str, exp_dir: str) -> None:
-    """Refuse, before Ray starts, a resume that Tune would turn into a new, empty sweep."""
+def check_saved_state(name: str, exp_dir: str) -> dict:
+    """Refuse, before Ray starts, a resume that Tune would turn into a new, empty sweep; the
+    experiment state Tune will restore, decoded."""
     import fnmatch
     import pickle
 
@@ -319,11 +323,37 @@ def check_saved_state(name: str, exp_dir: str) -> None:
                 pattern == EXPERIMENT_STATE and len(states) > 1) else ""
             raise UserError(f"--resume: sweep {name!r}: Tune's saved state {newest} does not load (cut off "
                             f"when its driver was killed?); start it again with --overwrite{older}") from None
-        if pattern == EXPERIMENT_STATE and not state.get("trial_data"):
-            states = []
+        if pattern == EXPERIMENT_STATE:
+            experiment = state
+            if not state.get("trial_data"):
+                states = []
     if not states:
         raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
                         "first save; start it again with --overwrite)")
+    return experiment
+
+
+def recreate_named_checkpoints(exp_dir: str, experiment: dict) -> None:
+    """Give each trial the checkpoint folder Tune's saved state names, if it is gone.
+
+    The saved state is a moment older than the trials' folders (it is published only whole,
+    marl.storage), and meanwhile `num_to_keep` may have deleted the checkpoint it names; Tune
+    would then fail that trial before our code runs ("does not exist on storage anymore",
+    ray-project/ray#27790). An empty folder of that name lets the trial start, and
+    `marl.trainable.restore_state` resumes it from its newest checkpoint that loads."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    for _, run_metadata in experiment["trial_data"]:
+        manager = _TrainingRunMetadata.from_json_state(run_metadata).checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager else None
+        if latest is None:
+            continue
+        named = Path(latest.checkpoint.path)
+        folder = Path(exp_dir) / named.parent.name / named.name
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            print(f"marl: {named.parent.name}: Tune's saved state names {named.name}, deleted after that "
+                  "save; the trial resumes from its newest checkpoint", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- resources

@@ -169,6 +169,38 @@ def test_a_row_takes_its_config_from_the_trials_params_or_the_sweep_refuses(tmp_
             results_frames([lost])
 
 
+def test_a_checkpoint_that_tunes_saved_state_names_but_num_to_keep_deleted_is_recreated_empty(tmp_path, capfd):
+    """Tune's saved state is a moment older than the trials' folders: the checkpoint it names
+    may be gone, and Tune would fail the trial before marl's restore_state could pick the
+    newest one (ray-project/ray#27790)."""
+    from ray import tune
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from marl.sweep import recreate_named_checkpoints
+
+    def trial(name: str, latest: str | None) -> tuple[str, str]:
+        metadata = _TrainingRunMetadata()
+        metadata.checkpoint_manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        if latest:
+            path = str(tmp_path / "elsewhere" / name / latest)  # as recorded: the driver's old path
+            metadata.checkpoint_manager.register_checkpoint(_TrainingResult(tune.Checkpoint(path), {}))
+        return "{}", metadata.get_json_state()
+
+    exp = tmp_path / "exp"
+    (exp / "trial_b" / "checkpoint_000004").mkdir(parents=True)
+    (exp / "trial_b" / "checkpoint_000004" / "trainer.pt").write_bytes(b"kept")
+    recreate_named_checkpoints(str(exp), {"trial_data": [trial("trial_a", "checkpoint_000002"),
+                                                          trial("trial_b", "checkpoint_000004"),
+                                                          trial("trial_c", None)]})
+    assert (exp / "trial_a" / "checkpoint_000002").is_dir() and not list((exp / "trial_a").rglob("*.pt"))
+    assert (exp / "trial_b" / "checkpoint_000004" / "trainer.pt").read_bytes() == b"kept"
+    assert not (exp / "trial_c").exists()
+    err = capfd.readouterr().err
+    assert "trial_a" in err and "checkpoint_000002" in err and "trial_b" not in err
+
+
 def test_a_trial_whose_config_lost_its_fields_refuses_to_train_defaults():
     from marl.trainable import trial_configs
 
