@@ -426,7 +426,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
     # resume that trial ("does not exist on storage anymore"; ray-project/ray#27790).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     if not ray.is_initialized():
-        init = {"address": args.address} if args.address else {"num_cpus": args.num_cpus or None}
+        # "local": a new embedded Ray even when another one runs on this machine (a `ray start`
+        # or a test cluster); without it ray.init joins that one, and refuses num_cpus
+        init = {"address": args.address} if args.address else {"address": "local", "num_cpus": args.num_cpus or None}
         ray.init(include_dashboard=False, logging_level="WARNING", **init)
     cluster = ray.cluster_resources()
     cluster_gpus, cluster_cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
