@@ -65,7 +65,7 @@ def step_flops(trainer: Trainer) -> int:
     noise = torch.randn(3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
     with FlopCounterMode(display=False) as counter:
         terms = objective(trainer.member(0), batch[:, 0], batch[:, 1], noise, trainer.weights[0],
-                          trainer.train_x.shape[0], cfg.estimator)
+                          trainer.train_x.shape[0], cfg.estimator)[0]
         terms.total.backward()
     return counter.get_total_flops()
 
@@ -77,7 +77,7 @@ def step_seconds(trainer: Trainer, steps: int = 5) -> float:
     noise = torch.randn(k, 3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
 
     def step():
-        terms = trainer.batch_terms(batch, noise)
+        terms = trainer.batch_terms(batch, noise, *trainer.draw_bank())[0]
         trainer.opt.zero_grad(set_to_none=True)
         terms[:, 0].sum().backward()
         trainer.opt.step()

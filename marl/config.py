@@ -16,7 +16,8 @@ from pathlib import Path
 
 from marl.errors import UserError
 
-ESTIMATORS = ("mss", "mws")
+ESTIMATORS = ("mss", "mws", "mss_batch", "bank")
+LIKELIHOODS = ("sum", "mean", "learned")
 ARCHS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
 PROBE_INPUTS = ("mean", "sample")
@@ -36,7 +37,14 @@ class Config:
     alpha: float = 0.0
     beta: float = 0.0
     gamma: float = 0.1  # the paper's favoured ablation point (spec §5)
-    estimator: str = "mss"  # minibatch stratified ("mss") or weighted ("mws") sampling
+    # log q(z), log q(z_k) from: minibatch stratified ("mss") or weighted ("mws") sampling with
+    # the dataset's N; MSS as if N were the batch ("mss_batch"); or a memory bank of every
+    # training example's posterior ("bank", bank_size entries a step). docs/reproduction.md, "Settle γ"
+    estimator: str = "mss"
+    bank_size: int = 4096  # bank: entries drawn per step (K); within 0.2 nats of exact at 4096
+    # decoder likelihood: "sum" (½Σ squared error over bins), "mean" (mean squared error: the
+    # KL terms weigh n_mels·n_frames/2 more) or "learned" (one learned variance, σ-VAE)
+    likelihood: str = "sum"
     # --- beyond the paper (marl/losses.py; 0 keeps the paper's objective)
     swap: float = 0.0  # cross-view swap reconstruction: view j from (z_pj, the other view's shared mean)
     infonce: float = 0.0  # InfoNCE on the views' shared means: a pair's views positive, the batch negative
@@ -158,7 +166,7 @@ class Config:
                 raise UserError(f"{name}: must be a finite number > 0, got {value}")
         for name in ("latent_dim", "hidden", "epochs", "n_train_pairs", "n_test_pairs", "n_val_pairs",
                      "sample_rate", "n_pitch_classes", "n_mels", "n_fft", "hop_length",
-                     "n_frames", "probe_train_clips"):
+                     "n_frames", "probe_train_clips", "bank_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "eval_every"):
@@ -166,6 +174,8 @@ class Config:
                 raise UserError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise UserError(f"likelihood: must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
         if self.probe_input not in PROBE_INPUTS:
             raise UserError(f"probe_input: must be one of {', '.join(PROBE_INPUTS)}, got {self.probe_input!r}")
         if self.arch not in ARCHS:

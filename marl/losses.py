@@ -80,33 +80,81 @@ def mss_log_weights(batch_size: int, dataset_size: int, device=None) -> torch.Te
     return weights.log()
 
 
+class Bank(NamedTuple):
+    """K entries of a memory bank of detached posteriors, one subspace: mu, logvar (K, D).
+    `dataset_size` N is the number of posteriors the bank holds (one per training example)."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+def estimator_log_weights(estimator: str, batch_size: int, dataset_size: int, device=None,
+                          dtype=torch.float32) -> torch.Tensor:
+    """(B, B) log weights of the batch's posteriors in the estimate of log q(z_i), row i.
+
+    mws: 1/(B·N) everywhere (the batch stands for N draws); mss: stratified with the dataset's
+    N; mss_batch: stratified as if N were B (the batch is the whole population, so the own
+    term weighs 1/B rather than 1/N: biased, but never paid for narrow posteriors).
+    """
+    if estimator == "mws":
+        return torch.full((batch_size, batch_size), -math.log(batch_size * dataset_size),
+                          device=device, dtype=dtype)
+    if estimator == "mss":
+        return mss_log_weights(batch_size, dataset_size, device).to(dtype)
+    if estimator == "mss_batch":
+        return mss_log_weights(batch_size, batch_size, device).to(dtype)
+    raise ValueError(f"unknown estimator {estimator!r}")
+
+
 def decompose_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                 dataset_size: int, estimator: str) -> KLTerms:
+                 dataset_size: int, estimator: str, bank: Bank | None = None) -> KLTerms:
     """β-TCVAE decomposition of KL(q(z|x) || N(0, I)) for a batch of samples z ~ q(z|x).
 
     z, mu, logvar: (B, D). Returns per-sample MI, TC and dimension-wise KL, each (B,).
+
+    With estimator "bank", log q(z_i) and log q(z_ik) mix the sample's own posterior (weight
+    1/N, with gradient) with the K bank entries (weight (N − 1)/(N·K) each, detached): an
+    unbiased-in-the-limit stand-in for the mean over the other N − 1 training posteriors.
     """
-    batch_size = z.shape[0]
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(1)
     log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
-    # mat[i, j, k] = log q(z_ik | x_j)
-    mat = gaussian_log_density(z[:, None], mu[None], logvar[None])
-    if estimator == "mws":
-        log_w = torch.full((batch_size, batch_size), -math.log(batch_size * dataset_size),
-                           device=z.device, dtype=z.dtype)
-    elif estimator == "mss":
-        log_w = mss_log_weights(batch_size, dataset_size, z.device).to(z.dtype)
+    if estimator == "bank":
+        n, k = dataset_size, bank.mu.shape[0]
+        own = gaussian_log_density(z, mu, logvar)  # (B, D)
+        # mat[i, j, d] = log q(z_id | bank entry j)
+        mat = gaussian_log_density(z[:, None], bank.mu[None], bank.logvar[None])
+        own_w, bank_w = -math.log(n), math.log((n - 1) / (n * k))  # N ≥ B ≥ 2
+        log_qz = torch.logaddexp(own.sum(1) + own_w, torch.logsumexp(mat.sum(2), dim=1) + bank_w)
+        log_prod_qzk = torch.logaddexp(own + own_w, torch.logsumexp(mat, dim=1) + bank_w).sum(1)
     else:
-        raise ValueError(f"unknown estimator {estimator!r}")
-    log_qz = torch.logsumexp(mat.sum(2) + log_w, dim=1)
-    log_prod_qzk = torch.logsumexp(mat + log_w[:, :, None], dim=1).sum(1)
+        # mat[i, j, d] = log q(z_id | x_j)
+        mat = gaussian_log_density(z[:, None], mu[None], logvar[None])
+        log_w = estimator_log_weights(estimator, z.shape[0], dataset_size, z.device, z.dtype)
+        log_qz = torch.logsumexp(mat.sum(2) + log_w, dim=1)
+        log_prod_qzk = torch.logsumexp(mat + log_w[:, :, None], dim=1).sum(1)
     return KLTerms(mi=log_qz_given_x - log_qz, tc=log_qz - log_prod_qzk,
                    dim_kl=log_prod_qzk - log_pz)
 
 
-def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """−log p(x | z) for a unit-variance Gaussian decoder, constants dropped; per sample."""
-    return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1)
+def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor, likelihood: str = "sum",
+                       x_logvar: torch.Tensor | None = None) -> torch.Tensor:
+    """−log p(x | z) per sample, constants dropped, for the decoder likelihood:
+
+    sum      unit-variance Gaussian: ½·Σ_bins (x̂ − x)² (ours until issue 19)
+    mean     the mean squared error over bins, mean (x̂ − x)², as `F.mse_loss` computes it: the
+             KL terms weigh M/2 times more than under `sum` (M = n_mels·n_frames bins)
+    learned  a Gaussian with one learned variance σ² for all bins (σ-VAE, Rybkin et al. 2021):
+             ½·Σ (x̂ − x)²/σ² + (M/2)·log σ²; at its optimum σ² is the mean squared error, so
+             the KL terms weigh like 1/σ² times more than under `sum`
+    """
+    squared = (x_hat - x).pow(2).flatten(1)
+    if likelihood == "sum":
+        return 0.5 * squared.sum(1)
+    if likelihood == "mean":
+        return squared.mean(1)
+    if likelihood == "learned":
+        return 0.5 * (squared.sum(1) * torch.exp(-x_logvar) + squared.shape[1] * x_logvar)
+    raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -128,26 +176,30 @@ def cross_covariance_penalty(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 def marl_objective(out: PairOutput, x1: torch.Tensor, x2: torch.Tensor,
                    weights: torch.Tensor, dataset_size: int, estimator: str,
-                   temperature: float = 0.1) -> LossTerms:
+                   temperature: float = 0.1, likelihood: str = "sum",
+                   banks: tuple[Bank, Bank, Bank] | None = None) -> LossTerms:
     """The negated paper objective, averaged over the batch, plus the optional terms.
 
     weights: tensor (α, β, γ, w_swap, w_nce, w_orth), a tensor rather than floats so the step
     can be vmapped over configurations. The reported recon/mi/tc/dim_kl are the unweighted
     terms as they enter the sum over views (shared terms twice); swap, infonce and orthogonal
-    unweighted too.
+    unweighted too. banks: for estimator "bank", K entries of the (view 0 private, view 1
+    private, fused) banks.
     """
     alpha, beta, gamma = weights[0], weights[1], weights[2]
-    shared = decompose_kl(out.z_s, out.mu_s, out.logvar_s, dataset_size, estimator)
+    banks = banks or (None, None, None)
+    shared = decompose_kl(out.z_s, out.mu_s, out.logvar_s, dataset_size, estimator, banks[2])
     recon = mi = tc = dim_kl = 0.0
-    for view, x in zip(out.views, (x1, x2)):
-        private = decompose_kl(view.z_p, view.mu_p, view.logvar_p, dataset_size, estimator)
-        recon = recon + reconstruction_nll(view.x_hat, x)
+    for view, x, bank in zip(out.views, (x1, x2), banks[:2]):
+        private = decompose_kl(view.z_p, view.mu_p, view.logvar_p, dataset_size, estimator, bank)
+        recon = recon + reconstruction_nll(view.x_hat, x, likelihood, out.x_logvar)
         mi = mi + shared.mi + private.mi
         tc = tc + shared.tc + private.tc
         dim_kl = dim_kl + shared.dim_kl + private.dim_kl
     recon, mi, tc, dim_kl = recon.mean(), mi.mean(), tc.mean(), dim_kl.mean()
     v1, v2 = out.views
-    swap = (reconstruction_nll(v1.x_swap, x1) + reconstruction_nll(v2.x_swap, x2)).mean() \
+    swap = (reconstruction_nll(v1.x_swap, x1, likelihood, out.x_logvar)
+            + reconstruction_nll(v2.x_swap, x2, likelihood, out.x_logvar)).mean() \
         if v1.x_swap is not None else torch.zeros((), device=x1.device)
     infonce = info_nce(v1.mu_s, v2.mu_s, temperature)
     orthogonal = cross_covariance_penalty(v1.mu_p, v1.mu_s) + cross_covariance_penalty(v2.mu_p, v2.mu_s)

@@ -39,6 +39,7 @@ class PairOutput(NamedTuple):
     z_s: torch.Tensor
     mu_s: torch.Tensor  # fused by the product of experts
     logvar_s: torch.Tensor
+    x_logvar: torch.Tensor | None = None  # the decoder's learned log σ² (likelihood "learned")
 
 
 def product_of_experts(mus: torch.Tensor, logvars: torch.Tensor, prior: bool = False):
@@ -133,6 +134,8 @@ class MARL(nn.Module):
         else:
             self.encoder = ConvEncoder(shape, cfg.hidden, 4 * d)
             self.decoder = ConvDecoder(2 * d, cfg.hidden, shape)
+        # σ-VAE: one decoder variance for every bin, learned with the model (log σ² = 0: `sum`)
+        self.x_logvar = nn.Parameter(torch.zeros(())) if cfg.likelihood == "learned" else None
 
     def encode(self, x: torch.Tensor) -> Posterior:
         """One view alone: its private and (unfused) shared Gaussian.
@@ -149,6 +152,18 @@ class MARL(nn.Module):
     def fuse(self, post1: Posterior, post2: Posterior):
         return product_of_experts(torch.stack([post1.mu_s, post2.mu_s]),
                                   torch.stack([post1.logvar_s, post2.logvar_s]), self.poe_prior)
+
+    @torch.no_grad()
+    def subspace_posteriors(self, x1: torch.Tensor, x2: torch.Tensor, chunk: int = 4096):
+        """(mu, logvar), each (3, B, D): the posteriors of view 0's private code, view 1's
+        private code and the fused shared code, for B pairs, as training sees them."""
+        mus, logvars = [], []
+        for a, b in zip(x1.split(chunk), x2.split(chunk)):
+            p1, p2 = self.encode(a), self.encode(b)
+            mu_s, logvar_s = self.fuse(p1, p2)
+            mus.append(torch.stack([p1.mu_p, p2.mu_p, mu_s]))
+            logvars.append(torch.stack([p1.logvar_p, p2.logvar_p, logvar_s]))
+        return torch.cat(mus, 1), torch.cat(logvars, 1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, noise: torch.Tensor, swap: bool = False) -> PairOutput:
         """noise: standard normal draws (3, B, D) for z_p1, z_p2, z_s — passed in so that the
@@ -168,4 +183,4 @@ class MARL(nn.Module):
         swapped = x_hat[2:] if swap else (None, None)
         views = tuple(ViewOutput(xh, z, p.mu_p, p.logvar_p, p.mu_s, xs)
                       for xh, z, p, xs in zip(x_hat[:2], z_p, (post1, post2), swapped))
-        return PairOutput(views, z_s, mu_s, logvar_s)
+        return PairOutput(views, z_s, mu_s, logvar_s, self.x_logvar)

@@ -23,8 +23,8 @@ from marl.config import Config
 from marl.data import Dataset, load_dataset
 from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, write_json
-from marl.losses import LossTerms, marl_objective
-from marl.model import MARL
+from marl.losses import Bank, LossTerms, marl_objective
+from marl.model import MARL, PairOutput
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,7 +36,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str,
-              amp: bool = False, swap: bool = False, temperature: float = 0.1) -> LossTerms:
+              amp: bool = False, swap: bool = False, temperature: float = 0.1,
+              likelihood: str = "sum", banks=None) -> tuple[LossTerms, PairOutput]:
     """One training step's loss: a pure function of (parameters, batch, noise, weights).
 
     No host synchronisation happens here, so `torch.func.functional_call` + `vmap` can run it
@@ -46,7 +47,8 @@ def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator:
     """
     with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x1, x2, noise, swap)
-    return marl_objective(out, x1, x2, weights, dataset_size, estimator, temperature)
+    terms = marl_objective(out, x1, x2, weights, dataset_size, estimator, temperature, likelihood, banks)
+    return terms, out
 
 
 # Fields that may differ between the members of one packed trainer; all others must match.
@@ -94,30 +96,61 @@ class Trainer:
         self.gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
         self.train_x = data.train.x.to(device)  # resident on the device: batches are slices
         self.epoch = 0
-        n, estimator, amp, swap, tau = (self.train_x.shape[0], self.cfg.estimator, self.cfg.amp,
-                                        self.swap, self.cfg.temperature)
+        n, estimator, amp, swap, tau, likelihood = (self.train_x.shape[0], self.cfg.estimator, self.cfg.amp,
+                                                    self.swap, self.cfg.temperature, self.cfg.likelihood)
+        # estimator "bank": every training pair's detached posteriors, (K, N, 3, D) mu and logvar
+        # per member (view 0 private, view 1 private, fused), each refreshed when its pair passes
+        self.bank = None
+        if estimator == "bank":
+            x = self.train_x
+            posts = [m.subspace_posteriors(x[:, 0], x[:, 1]) for m in models]
+            self.bank = tuple(torch.stack([p[i] for p in posts]).transpose(1, 2).contiguous() for i in (0, 1))
 
-        def member_terms(params, buffers, x1, x2, noise, weights):
+        def member_terms(params, buffers, x1, x2, noise, weights, *bank):
             model = lambda *a: functional_call(self.skeleton, (params, buffers), a)  # noqa: E731
-            return torch.stack(tuple(objective(model, x1, x2, noise, weights, n, estimator, amp, swap, tau)))
+            banks = tuple(Bank(mu, lv) for mu, lv in zip(*bank)) if bank else None  # (3, K, D) each
+            terms, out = objective(model, x1, x2, noise, weights, n, estimator, amp, swap, tau, likelihood, banks)
+            posterior = (torch.stack([out.views[0].mu_p, out.views[1].mu_p, out.mu_s]),
+                         torch.stack([out.views[0].logvar_p, out.views[1].logvar_p, out.logvar_s]))
+            return torch.stack(tuple(terms)), *posterior
 
         if len(cfgs) == 1:  # no vmap: the plain model's kernels
-            self.terms = lambda p, b, *a: member_terms(  # noqa: E731
+            self.terms = lambda p, b, *a: tuple(t[None] for t in member_terms(  # noqa: E731
                 {k: v[0] for k, v in p.items()}, {k: v[0] for k, v in b.items()},
-                *(t[0] for t in a))[None]
+                *(t[0] for t in a)))
         else:
             if chunk_size == "auto":
                 chunk_size = CPU_CHUNK if device.type == "cpu" else None
-            self.terms = vmap(member_terms, chunk_size=chunk_size)  # -> (K, len(LOSS_TERMS))
+            self.terms = vmap(member_terms, chunk_size=chunk_size)  # -> (K, ...) each
         if self.cfg.compile:  # "reduce-overhead": CUDA graphs, one launch per step instead of hundreds
             self.terms = torch.compile(self.terms, mode="reduce-overhead" if device.type == "cuda" else "default")
 
     def __len__(self) -> int:
         return len(self.cfgs)
 
-    def batch_terms(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """batch (K, B, 2, M, T), noise (K, 3, B, D) -> loss terms (K, 5)."""
-        return self.terms(self.params, self.buffers, batch[:, :, 0], batch[:, :, 1], noise, self.weights)
+    def batch_terms(self, batch: torch.Tensor, noise: torch.Tensor, *bank: torch.Tensor):
+        """batch (K, B, 2, M, T), noise (K, 3, B, D), for estimator "bank" the drawn entries'
+        mu and logvar (K, 3, bank_size, D) -> loss terms (K, len(LOSS_TERMS)) and the batch's
+        posterior mu and logvar (K, 3, B, D)."""
+        return self.terms(self.params, self.buffers, batch[:, :, 0], batch[:, :, 1], noise, self.weights, *bank)
+
+    def draw_bank(self) -> tuple[torch.Tensor, ...]:
+        """bank_size entries of each member's bank, drawn uniformly with its own generator."""
+        if self.bank is None:
+            return ()
+        k, n = len(self.cfgs), self.train_x.shape[0]
+        picks = torch.stack([torch.randint(n, (self.cfg.bank_size,), generator=g, device=self.device)
+                             for g in self.gens])
+        rows = torch.arange(k, device=self.device)[:, None]
+        return tuple(t[rows, picks].transpose(1, 2) for t in self.bank)
+
+    def refresh_bank(self, index: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        """Write the batch's detached posteriors (K, 3, B, D) at its pairs' index (K, B)."""
+        if self.bank is None:
+            return
+        rows = torch.arange(len(self.cfgs), device=self.device)[:, None]
+        for t, new in zip(self.bank, (mu, logvar)):
+            t[rows, index] = new.detach().transpose(1, 2)
 
     def run_epoch(self) -> list[dict[str, float]]:
         """Train one epoch; returns each member's mean loss terms (`loss/<term>`)."""
@@ -126,13 +159,15 @@ class Trainer:
         sums = torch.zeros(k, len(names.LOSS_TERMS), device=self.device)
         n_batches = n // cfg.batch_size  # drop the ragged last batch: the estimators need B fixed
         for b in range(n_batches):
-            batch = self.train_x[perms[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+            index = perms[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch = self.train_x[index]
             noise = torch.stack([torch.randn(3, cfg.batch_size, cfg.latent_dim, generator=g,
                                              device=self.device) for g in self.gens])
-            terms = self.batch_terms(batch, noise)
+            terms, mu, logvar = self.batch_terms(batch, noise, *self.draw_bank())
             self.opt.zero_grad(set_to_none=True)
             terms[:, 0].sum().backward()  # members' losses are independent: one backward
             self.opt.step()
+            self.refresh_bank(index, mu, logvar)
             sums += terms.detach()
         self.epoch += 1
         means = (sums / n_batches).tolist()  # the epoch's one host synchronisation
@@ -157,7 +192,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"params": {k: v.detach().clone() for k, v in self.params.items()},
                 "opt": self.opt.state_dict(), "gens": [g.get_state() for g in self.gens],
-                "epoch": self.epoch}
+                "epoch": self.epoch, "bank": self.bank}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
@@ -167,6 +202,9 @@ class Trainer:
         for g, s in zip(self.gens, state["gens"]):
             g.set_state(s.cpu() if hasattr(s, "cpu") else s)
         self.epoch = state["epoch"]
+        if self.bank is not None and state.get("bank") is not None:
+            for t, saved in zip(self.bank, state["bank"]):
+                t.copy_(saved)
 
 
 def model_file(cfg: Config, model: MARL, data: Dataset) -> dict:
