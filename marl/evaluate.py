@@ -1,8 +1,8 @@
 """Evaluation on held-out clips (spec §4), with train / validation / test splits.
 
 Each clip is encoded alone: private = its μ_p, shared = its μ_s (what a user has for one clip);
-`fused` is the pair's product-of-experts code, one code and one label per pair (view 0's
-pitch), so its chance level is 1/n_classes and its ceiling 1. With `probe_input: sample` the
+`fused` is the pair's product-of-experts code, one code and one order-free label per pair (the
+lower of its views' classes), so its ceiling is 1. With `probe_input: sample` the
 codes are one posterior draw instead of the means.
 
 Probes (linear = logistic regression, mlp = one hidden layer; `marl.probes`) are fitted on
@@ -20,8 +20,12 @@ import pandas as pd
 import torch
 
 from marl import names, probes
+from marl.aggregate import exact_decomposition
 from marl.config import Config
 from marl.data import Dataset, Split
+from marl.losses import Bank, decompose_kl
+
+KL_SAMPLES = 1024  # samples z of each subspace behind kl_exact/* (standard errors in docs/reproduction.md)
 
 
 # ---------------------------------------------------------------- pure metrics
@@ -109,10 +113,15 @@ def encode(model, split: Split, device, max_pairs: int | None = None,
 
 
 def labels(split: Split, max_pairs: int | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per latent, per task: the labels its codes' rows carry (fused: view 0's, one per pair)."""
+    """Per latent, per task: the labels its codes' rows carry.
+
+    The fused code is one per pair and symmetric in the pair's views, which are exchangeable,
+    so its label must be order-free: the lower of the two views' classes (the timbre, which
+    both share; the lower pitch class). View 0's own pitch would cap any probe at ½.
+    """
     per_clip = {task: split.factors[factor][:max_pairs].reshape(-1).numpy()
                 for task, factor in names.FACTOR_OF_TASK.items()}
-    per_pair = {task: split.factors[factor][:max_pairs, 0].numpy()
+    per_pair = {task: split.factors[factor][:max_pairs].min(1).values.numpy()
                 for task, factor in names.FACTOR_OF_TASK.items()}
     return {latent: (per_pair if latent == "fused" else per_clip) for latent in names.LATENTS}
 
@@ -150,8 +159,9 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
                 m[names.leakage(split, kind)] = names.leakage_score(m, classes, split, kind)
 
     out = []
-    for m, member_codes, cfg in zip(metrics, codes, cfgs):
+    for m, member_codes, cfg, model in zip(metrics, codes, cfgs, models):
         m.update(information_metrics(member_codes["test"], ys["test"]["private"], cfg.seed))
+        m.update(kl_diagnostics(model, cfg, data.train.x, device))
         latents = latents_frame(data.test, member_codes["test"])
         if with_umap:
             from marl.plots import umap_embedding  # imports matplotlib and umap: only when asked for
@@ -160,6 +170,42 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
                 emb = umap_embedding(member_codes["test"][subspace], cfg.seed)
                 latents[f"umap_{subspace}_x"], latents[f"umap_{subspace}_y"] = emb[:, 0], emb[:, 1]
         out.append((m, latents))
+    return out
+
+
+@torch.no_grad()
+def kl_diagnostics(model, cfg: Config, train_x: torch.Tensor, device) -> dict:
+    """kl_exact/* and kl_bias/* of each subspace the objective decomposes.
+
+    All N training pairs are encoded; KL_SAMPLES of them (a seeded draw, rounded down to whole
+    batches) give one z each. The exact terms use all N posteriors; the estimate is
+    cfg.estimator's on those same z, in batches of cfg.batch_size (for "bank": bank_size
+    entries drawn from the N current posteriors, the bank of a freshly refreshed epoch).
+    """
+    was_training = model.training
+    model.eval()
+    x = train_x.to(device)
+    mu, logvar = model.subspace_posteriors(x[:, 0], x[:, 1])  # (3, N, D)
+    model.train(was_training)
+    n, b = mu.shape[1], cfg.batch_size
+    gen = torch.Generator(device=mu.device).manual_seed(cfg.seed)
+    index = torch.randperm(n, generator=gen, device=mu.device)[:max(b, KL_SAMPLES // b * b)]
+    out = {}
+    for s, subspace in enumerate(names.KL_SUBSPACES):
+        mu_z, logvar_z = mu[s, index], logvar[s, index]
+        z = mu_z + torch.exp(0.5 * logvar_z) * torch.randn(mu_z.shape, generator=gen, device=mu.device)
+        exact = exact_decomposition(z, mu_z, logvar_z, mu[s], logvar[s])
+        estimates = []
+        for batch in torch.arange(len(index), device=mu.device).split(b):
+            bank = None
+            if cfg.estimator == "bank":
+                picks = torch.randint(n, (cfg.bank_size,), generator=gen, device=mu.device)
+                bank = Bank(mu[s, picks], logvar[s, picks])
+            estimates.append(decompose_kl(z[batch], mu_z[batch], logvar_z[batch], n, cfg.estimator, bank))
+        estimate = [torch.cat(t) for t in zip(*estimates)]
+        for term, true, est in zip(names.KL_TERMS, exact, estimate):
+            out[names.kl_exact(subspace, term)] = float(true.mean())
+            out[names.kl_bias(subspace, term)] = float(est.mean() - true.mean())
     return out
 
 

@@ -64,6 +64,21 @@ def mig(subspace: str) -> str:
     return f"mig/{subspace}"
 
 
+# The subspaces whose KL the objective decomposes: each view's private code, the fused shared code
+KL_SUBSPACES = ("private0", "private1", "fused")
+KL_TERMS = ("mi", "tc", "dim_kl")
+
+
+def kl_exact(subspace: str, term: str) -> str:
+    """The term over the whole aggregate posterior of the training posteriors (marl.aggregate)."""
+    return f"kl_exact/{subspace}/{term}"
+
+
+def kl_bias(subspace: str, term: str) -> str:
+    """The training estimator's value minus kl_exact, on the same samples z."""
+    return f"kl_bias/{subspace}/{term}"
+
+
 def loss(term: str) -> str:
     return f"loss/{term}"
 
@@ -77,7 +92,8 @@ def eval_scalars() -> list[str]:
             out += [separation(split, kind), leakage(split, kind)]
     return (out + [mig(s) for s in (*SUBSPACES, "both")]
             + [mi_mean(f, s) for f in TASKS for s in SUBSPACES]
-            + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES])
+            + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES]
+            + [f(s, t) for f in (kl_exact, kl_bias) for s in KL_SUBSPACES for t in KL_TERMS])
 
 
 def chance_corrected(accuracy: float, n_classes: int) -> float:
