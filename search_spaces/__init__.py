@@ -38,7 +38,7 @@ from pathlib import Path
 from marl.errors import UserError
 
 NAMES = ("paper_ablation", "ablation_subset", "latent_size", "full_grid", "optuna", "smoke", "convergence",
-         "separation", "separation_optuna")
+         "separation", "separation_optuna", "gamma_study", "gamma_study_cpu")
 LABEL_KEYS = ("ablation",)  # trial labels that are not Config fields (kept as config/<key>)
 ZERO_BELOW_LOG10 = -3.0
 
