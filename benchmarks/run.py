@@ -77,7 +77,7 @@ def step_seconds(trainer: Trainer, steps: int = 5) -> float:
     noise = torch.randn(k, 3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
 
     def step():
-        terms = trainer.batch_terms(batch, noise, *trainer.draw_bank())[0]
+        terms = trainer.batch_terms(batch, noise, *trainer.draw_bank(torch.zeros(k, cfg.batch_size, dtype=torch.long, device=trainer.device)))[0]
         trainer.opt.zero_grad(set_to_none=True)
         terms[:, 0].sum().backward()
         trainer.opt.step()

@@ -200,7 +200,7 @@ def kl_diagnostics(model, cfg: Config, train_x: torch.Tensor, device) -> dict:
             bank = None
             if cfg.estimator == "bank":
                 picks = torch.randint(n, (cfg.bank_size,), generator=gen, device=mu.device)
-                bank = Bank(mu[s, picks], logvar[s, picks])
+                bank = Bank(mu[s, picks], logvar[s, picks], index[batch][:, None] == picks[None])
             estimates.append(decompose_kl(z[batch], mu_z[batch], logvar_z[batch], n, cfg.estimator, bank))
         estimate = [torch.cat(t) for t in zip(*estimates)]
         for term, true, est in zip(names.KL_TERMS, exact, estimate):

@@ -108,7 +108,7 @@ class Trainer:
 
         def member_terms(params, buffers, x1, x2, noise, weights, *bank):
             model = lambda *a: functional_call(self.skeleton, (params, buffers), a)  # noqa: E731
-            banks = tuple(Bank(mu, lv) for mu, lv in zip(*bank)) if bank else None  # (3, K, D) each
+            banks = tuple(Bank(mu, lv, bank[2]) for mu, lv in zip(*bank[:2])) if bank else None  # (3, K, D) each
             terms, out = objective(model, x1, x2, noise, weights, n, estimator, amp, swap, tau, likelihood, banks)
             posterior = (torch.stack([out.views[0].mu_p, out.views[1].mu_p, out.mu_s]),
                          torch.stack([out.views[0].logvar_p, out.views[1].logvar_p, out.logvar_s]))
@@ -130,19 +130,20 @@ class Trainer:
 
     def batch_terms(self, batch: torch.Tensor, noise: torch.Tensor, *bank: torch.Tensor):
         """batch (K, B, 2, M, T), noise (K, 3, B, D), for estimator "bank" the drawn entries'
-        mu and logvar (K, 3, bank_size, D) -> loss terms (K, len(LOSS_TERMS)) and the batch's
-        posterior mu and logvar (K, 3, B, D)."""
+        mu and logvar (K, 3, bank_size, D) and own-example mask (K, B, bank_size) -> loss terms
+        (K, len(LOSS_TERMS)) and the batch's posterior mu and logvar (K, 3, B, D)."""
         return self.terms(self.params, self.buffers, batch[:, :, 0], batch[:, :, 1], noise, self.weights, *bank)
 
-    def draw_bank(self) -> tuple[torch.Tensor, ...]:
-        """bank_size entries of each member's bank, drawn uniformly with its own generator."""
+    def draw_bank(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """bank_size entries of each member's bank, drawn uniformly with its own generator, and
+        where each is the own example of the batch's pair (index (K, B))."""
         if self.bank is None:
             return ()
         k, n = len(self.cfgs), self.train_x.shape[0]
         picks = torch.stack([torch.randint(n, (self.cfg.bank_size,), generator=g, device=self.device)
                              for g in self.gens])
         rows = torch.arange(k, device=self.device)[:, None]
-        return tuple(t[rows, picks].transpose(1, 2) for t in self.bank)
+        return (*(t[rows, picks].transpose(1, 2) for t in self.bank), index[:, :, None] == picks[:, None])
 
     def refresh_bank(self, index: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> None:
         """Write the batch's detached posteriors (K, 3, B, D) at its pairs' index (K, B)."""
@@ -163,7 +164,7 @@ class Trainer:
             batch = self.train_x[index]
             noise = torch.stack([torch.randn(3, cfg.batch_size, cfg.latent_dim, generator=g,
                                              device=self.device) for g in self.gens])
-            terms, mu, logvar = self.batch_terms(batch, noise, *self.draw_bank())
+            terms, mu, logvar = self.batch_terms(batch, noise, *self.draw_bank(index))
             self.opt.zero_grad(set_to_none=True)
             terms[:, 0].sum().backward()  # members' losses are independent: one backward
             self.opt.step()
