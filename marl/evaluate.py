@@ -76,6 +76,13 @@ def entropy(factor: np.ndarray) -> float:
     return float(discrete_mi(factor, factor[:, None])[0])
 
 
+def majority_rate(train_labels: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy on `labels` of the constant predictor fitted on `train_labels` (their most
+    frequent class, the lowest on ties): the chance level of a probe, 1/C for uniform classes."""
+    values, counts = np.unique(train_labels, return_counts=True)
+    return float(np.mean(labels == values[counts.argmax()]))
+
+
 def mig(mi: np.ndarray, entropies: np.ndarray) -> float:
     """Mutual information gap: mean over factors of (top1 − top2 MI) / H(factor)."""
     if mi.shape[1] < 2:
@@ -148,15 +155,17 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
     classes = data.n_classes
     problems = [{**{s: (codes[i][s][latent], ys[s][latent][task]) for s in probes.SPLITS},
                  "n_classes": classes[task]} for i, latent, task in keys]
-    metrics: list[dict] = [{} for _ in models]
+    chance = {names.chance(latent, task, split): majority_rate(ys["train"][latent][task], ys[split][latent][task])
+              for split in names.SPLITS for latent in names.LATENTS for task in names.TASKS}
+    metrics: list[dict] = [dict(chance) for _ in models]
     for kind in names.PROBE_KINDS:
         for (i, latent, task), (val_acc, test_acc) in zip(keys, probes.fit_many(kind, problems, device, cfgs[0].seed)):
             metrics[i][names.probe(latent, task, "val", kind)] = val_acc
             metrics[i][names.probe(latent, task, "test", kind)] = test_acc
         for m in metrics:
             for split in names.SPLITS:
-                m[names.separation(split, kind)] = names.separation_score(m, classes, split, kind)
-                m[names.leakage(split, kind)] = names.leakage_score(m, classes, split, kind)
+                m[names.separation(split, kind)] = names.separation_score(m, split, kind)
+                m[names.leakage(split, kind)] = names.leakage_score(m, split, kind)
 
     out = []
     for m, member_codes, cfg, model in zip(metrics, codes, cfgs, models):

@@ -90,32 +90,37 @@ def eval_scalars() -> list[str]:
         for kind in PROBE_KINDS:
             out += [probe(latent, task, split, kind) for latent in LATENTS for task in TASKS]
             out += [separation(split, kind), leakage(split, kind)]
+        out += [chance(latent, task, split) for latent in LATENTS for task in TASKS]
     return (out + [mig(s) for s in (*SUBSPACES, "both")]
             + [mi_mean(f, s) for f in TASKS for s in SUBSPACES]
             + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES]
             + [f(s, t) for f in (kl_exact, kl_bias) for s in KL_SUBSPACES for t in KL_TERMS])
 
 
-def chance_corrected(accuracy: float, n_classes: int) -> float:
-    """(acc − chance) / (1 − chance) with chance = 1/n_classes (our classes are uniform):
-    0 at chance, 1 when perfect, so 4-class and 21-class accuracies share one scale."""
-    chance = 1.0 / n_classes
-    return (accuracy - chance) / (1.0 - chance)
+def chance(latent: str, task: str, split: str = "test") -> str:
+    """What a constant predictor scores on the split's labels for this latent (marl.evaluate)."""
+    return f"chance/{split}/{latent}/{task}"
 
 
-def separation_score(metrics: dict, n_classes: dict, split: str = "test", kind: str = "mlp") -> float:
-    """Chance-corrected ((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2.
+def chance_corrected(accuracy: float, chance_rate: float) -> float:
+    """(acc − chance) / (1 − chance): 0 for a constant predictor, 1 when perfect, so 4-class and
+    21-class accuracies share one scale. chance_rate: the majority-class rate (1/C when the C
+    classes are uniform)."""
+    return (accuracy - chance_rate) / (1.0 - chance_rate)
 
-    n_classes: {task: number of classes}. 1 is perfect, 0 no separation.
-    """
-    cc = {(latent, task): chance_corrected(metrics[probe(latent, task, split, kind)], n_classes[task])
+
+def separation_score(metrics: dict, split: str = "test", kind: str = "mlp") -> float:
+    """Chance-corrected ((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2,
+    each accuracy against its `chance` entry in metrics. 1 is perfect, 0 no separation."""
+    cc = {(latent, task): chance_corrected(metrics[probe(latent, task, split, kind)],
+                                           metrics[chance(latent, task, split)])
           for latent in SUBSPACES for task in TASKS}
     return ((cc["shared", "timbre"] - cc["private", "timbre"])
             + (cc["private", "pitch"] - cc["shared", "pitch"])) / 2
 
 
-def leakage_score(metrics: dict, n_classes: dict, split: str = "test", kind: str = "mlp") -> float:
+def leakage_score(metrics: dict, split: str = "test", kind: str = "mlp") -> float:
     """Chance-corrected (private→timbre + shared→pitch) / 2: what each subspace knows that it
     should not; 0 is none."""
-    return (chance_corrected(metrics[probe("private", "timbre", split, kind)], n_classes["timbre"])
-            + chance_corrected(metrics[probe("shared", "pitch", split, kind)], n_classes["pitch"])) / 2
+    return (chance_corrected(metrics[probe("private", "timbre", split, kind)], metrics[chance("private", "timbre", split)])
+            + chance_corrected(metrics[probe("shared", "pitch", split, kind)], metrics[chance("shared", "pitch", split)])) / 2

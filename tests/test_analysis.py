@@ -25,8 +25,10 @@ def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
                     # validation figures rank the settings differently from the test ones
                     row[names.probe(latent, task, "val")] = 0.9 if (i, latent, task) == (2, "shared", "timbre") else 0.5
             for split in names.SPLITS:
-                row[names.separation(split)] = names.separation_score(row, {"timbre": 4, "pitch": 21}, split)
-                row[names.leakage(split)] = names.leakage_score(row, {"timbre": 4, "pitch": 21}, split)
+                for latent in names.LATENTS:
+                    row[names.chance(latent, "timbre", split)], row[names.chance(latent, "pitch", split)] = 1 / 4, 1 / 21
+                row[names.separation(split)] = names.separation_score(row, split)
+                row[names.leakage(split)] = names.leakage_score(row, split)
             for f in names.TASKS:
                 for s in names.SUBSPACES:
                     row[names.mi(f, s)] = [0.1 * i, 0.2, 0.3, 0.4]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from marl import names
-from marl.evaluate import discretize, entropy, labels, mi_matrix, mig, shuffled_mi_matrix
+from marl.evaluate import discretize, entropy, labels, majority_rate, mi_matrix, mig, shuffled_mi_matrix
 from marl.probes import accuracy as probe_accuracy
 
 
@@ -47,57 +47,100 @@ def test_mig_is_one_for_a_perfectly_axis_aligned_code_and_zero_for_a_duplicated_
     assert mig(duplicated, h) == pytest.approx(0.0, abs=1e-9)
 
 
-CLASSES = {"timbre": 4, "pitch": 21}
-
-
 def test_chance_corrected_accuracy_is_zero_at_chance_and_one_when_perfect():
-    assert names.chance_corrected(0.25, 4) == pytest.approx(0.0)
-    assert names.chance_corrected(1 / 21, 21) == pytest.approx(0.0)
-    assert names.chance_corrected(1.0, 21) == pytest.approx(1.0)
-    assert names.chance_corrected(0.625, 4) == pytest.approx(0.5)
+    assert names.chance_corrected(0.25, 0.25) == pytest.approx(0.0)
+    assert names.chance_corrected(1 / 21, 1 / 21) == pytest.approx(0.0)
+    assert names.chance_corrected(1.0, 1 / 21) == pytest.approx(1.0)
+    assert names.chance_corrected(0.625, 0.25) == pytest.approx(0.5)
 
 
-def _accuracies(shared_timbre, private_timbre, private_pitch, shared_pitch, split="test", kind="mlp"):
-    return {names.probe("shared", "timbre", split, kind): shared_timbre,
-            names.probe("private", "timbre", split, kind): private_timbre,
-            names.probe("private", "pitch", split, kind): private_pitch,
-            names.probe("shared", "pitch", split, kind): shared_pitch}
+def test_chance_is_what_a_constant_predictor_scores():
+    from sklearn.dummy import DummyClassifier
+
+    rng = np.random.default_rng(3)
+    uniform = np.repeat(np.arange(21), 10)
+    assert majority_rate(uniform, uniform) == pytest.approx(1 / 21)
+    # the lower class of a pair of uniform pitches: class 0 is the most frequent (41/441)
+    pairs = rng.integers(0, 21, (4000, 2)).min(1)
+    held_out = rng.integers(0, 21, (4000, 2)).min(1)
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(pairs), 1)), pairs)
+    assert majority_rate(pairs, held_out) == pytest.approx(dummy.score(np.zeros((len(held_out), 1)), held_out))
+    assert majority_rate(pairs, held_out) > 1.5 / 21
+
+
+CHANCE = {"timbre": 0.25, "pitch": 1 / 21}
+
+
+def _accuracies(shared_timbre, private_timbre, private_pitch, shared_pitch, split="test", kind="mlp",
+                chance=CHANCE):
+    out = {names.probe("shared", "timbre", split, kind): shared_timbre,
+           names.probe("private", "timbre", split, kind): private_timbre,
+           names.probe("private", "pitch", split, kind): private_pitch,
+           names.probe("shared", "pitch", split, kind): shared_pitch}
+    return {**out, **{names.chance(latent, task, split): chance[task]
+                      for latent in names.SUBSPACES for task in names.TASKS}}
 
 
 def test_separation_and_leakage_are_chance_corrected():
     # perfect: timbre only in shared, pitch only in private, the wrong subspaces at chance
     perfect = _accuracies(1.0, 0.25, 1.0, 1 / 21)
-    assert names.separation_score(perfect, CLASSES) == pytest.approx(1.0)
-    assert names.leakage_score(perfect, CLASSES) == pytest.approx(0.0)
+    assert names.separation_score(perfect) == pytest.approx(1.0)
+    assert names.leakage_score(perfect) == pytest.approx(0.0)
     # known answer: cc = (.625-.25)/.75 = .5 for private timbre; (.524-.048)/.952 = .5 for shared pitch
     m = _accuracies(1.0, 0.625, 1.0, 0.5 + 0.5 / 21)
-    assert names.separation_score(m, CLASSES) == pytest.approx(0.5)
-    assert names.leakage_score(m, CLASSES) == pytest.approx(0.5)
+    assert names.separation_score(m) == pytest.approx(0.5)
+    assert names.leakage_score(m) == pytest.approx(0.5)
     # raw averages would call a 21-class probe at chance "leaking" .048; corrected it is 0
     at_chance = _accuracies(0.25, 0.25, 1 / 21, 1 / 21, "val", "linear")
-    assert names.separation_score(at_chance, CLASSES, "val", "linear") == pytest.approx(0.0)
+    assert names.separation_score(at_chance, "val", "linear") == pytest.approx(0.0)
+    # skewed classes: a probe that only predicts the majority class (rate .6) scores 0
+    skewed = _accuracies(0.6, 0.6, 0.6, 0.6, chance={"timbre": 0.6, "pitch": 0.6})
+    assert names.leakage_score(skewed) == pytest.approx(0.0)
 
 
-def test_fused_probe_labels_each_pair_once_so_a_perfect_code_scores_one():
-    from marl.data import Split
-
-    n = 400
-    rng = np.random.default_rng(0)
-    pitch = np.stack([rng.integers(0, 21, n), rng.integers(0, 21, n)], 1)
-    timbre = np.repeat(rng.integers(0, 4, n)[:, None], 2, 1)
+def _pairs_split(n: int, seed: int = 0):
     import torch
 
-    split = Split(torch.zeros(n, 2, 1, 1), {"timbre": torch.as_tensor(timbre),
-                                           "pitch_class": torch.as_tensor(pitch)})
-    ys = labels(split)
-    assert len(ys["fused"]["pitch"]) == n and np.array_equal(ys["fused"]["pitch"], pitch[:, 0])
-    assert len(ys["shared"]["pitch"]) == 2 * n
-    # a fused code that holds view 0's pitch exactly: accuracy 1, not capped at 0.5
-    code = np.eye(21)[pitch[:, 0]] + rng.normal(0, 0.01, (n, 21))
-    half = n // 2
-    _, acc = probe_accuracy("linear", (code[:half], pitch[:half, 0]), (code[:half], pitch[:half, 0]),
-                            (code[half:], pitch[half:, 0]), n_classes=21)
-    assert acc > 0.97
+    from marl.data import Split
+
+    rng = np.random.default_rng(seed)
+    pitch = np.stack([rng.integers(0, 21, n), rng.integers(0, 21, n)], 1)
+    timbre = np.repeat(rng.integers(0, 4, n)[:, None], 2, 1)
+    return Split(torch.zeros(n, 2, 1, 1), {"timbre": torch.as_tensor(timbre), "pitch_class": torch.as_tensor(pitch)})
+
+
+def test_the_fused_label_is_order_free_and_a_symmetric_code_of_the_pair_reaches_it():
+    import torch
+
+    from marl.data import Split
+    from marl.model import product_of_experts
+
+    n = 3000
+    split = _pairs_split(n)
+    pitch, timbre = split.factors["pitch_class"].numpy(), split.factors["timbre"].numpy()
+    swapped = Split(split.x.flip(1), {k: v.flip(1) for k, v in split.factors.items()})
+    ys, ys_swapped = labels(split), labels(swapped)
+    assert len(ys["fused"]["pitch"]) == n and len(ys["shared"]["pitch"]) == 2 * n
+    for task in names.TASKS:  # a pair and its swapped pair carry the same label
+        assert np.array_equal(ys["fused"][task], ys_swapped["fused"][task])
+    assert np.array_equal(ys["fused"]["timbre"], timbre[:, 0])
+    # a genuinely symmetric code: the product of experts of two views that each carry their own
+    # pitch; the pair and its swapped pair fuse to the same code
+    rng = np.random.default_rng(1)
+    views = torch.as_tensor(np.eye(21)[pitch] + rng.normal(0, 0.01, (n, 2, 21)), dtype=torch.float32)
+    logvar = torch.zeros(2, n, 21)
+    code, _ = product_of_experts(views.transpose(0, 1), logvar)
+    code_swapped, _ = product_of_experts(views.flip(1).transpose(0, 1), logvar)
+    assert torch.allclose(code, code_swapped)
+    code, y, third = code.numpy(), ys["fused"]["pitch"], n // 3
+    splits = [(code[i * third:(i + 1) * third], y[i * third:(i + 1) * third]) for i in range(3)]
+    _, acc = probe_accuracy("mlp", *splits, n_classes=21)
+    assert acc >= 0.95
+    # view 0's pitch, the old label, is capped near ½ on the same code
+    y0 = pitch[:, 0]
+    _, capped = probe_accuracy("mlp", *[(code[i * third:(i + 1) * third], y0[i * third:(i + 1) * third])
+                                        for i in range(3)], n_classes=21)
+    assert capped < 0.6
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
