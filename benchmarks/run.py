@@ -1,7 +1,8 @@
 """Measure MARL's speed on whatever device is present: `python benchmarks/run.py --json PATH`.
 
 Writes JSON naming the machine and its device, with a default trial's `trial_seconds`,
-`training_seconds` and `evaluation_seconds` (and `evaluation_share`), pairs_per_second,
+`training_seconds` and `evaluation_seconds` (and `evaluation_share`, and `kl_diagnostics_share`:
+the exact-KL diagnostics' part of a trial), pairs_per_second,
 matmul_peak_gflops, mfu, `packed_speedup` per K (training steps of K packed configurations
 against K steps of one), checkpoint size and write time, and Ray's overhead per trial.
 --sweep adds `paper_ablation_seconds`, the wall time of plain `python -m marl.sweep`;
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from marl.config import Config  # noqa: E402
 from marl.data import load_dataset  # noqa: E402
+from marl.evaluate import kl_diagnostics  # noqa: E402
 from marl.train import Trainer, objective, pick_device  # noqa: E402
 
 
@@ -190,6 +192,9 @@ def main() -> None:
         res["training_seconds"], res["evaluation_seconds"] = training, evaluation
         res["trial_seconds"] = data_load + training + evaluation
         res["evaluation_share"] = evaluation / res["trial_seconds"]
+        # the part of evaluation behind kl_exact/* and kl_bias/* (issue 19: at most 10 % of a trial)
+        _, res["kl_diagnostics_seconds"] = timed(kl_diagnostics, trainer.member(0), cfg, data.train.x, device)
+        res["kl_diagnostics_share"] = res["kl_diagnostics_seconds"] / res["trial_seconds"]
         epoch = min(epoch_times[1:])
         n_batches = cfg.n_train_pairs // cfg.batch_size
         res["pairs_per_second"] = n_batches * cfg.batch_size / epoch
