@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         row = "   ".join(f"{metrics[names.probe(latent, 'timbre', 'test', k)]:.3f}   "
                          f"{metrics[names.probe(latent, 'pitch', 'test', k)]:.3f}" for k in names.PROBE_KINDS)
         print(f"  {latent:<34} {row}")
+    print(f"dim-KL (nats) over all {cfg.n_train_pairs} training posteriors, and {cfg.estimator}'s error: "
+          + ", ".join(f"{s} {metrics[names.kl_exact(s, 'dim_kl')]:.2f} ({metrics[names.kl_bias(s, 'dim_kl')]:+.2f})"
+                      for s in names.KL_SUBSPACES))
     print(f"separation (chance-corrected, test, mlp) {metrics[names.SEPARATION]:.3f}   "
           f"({metrics['time/seconds']:.0f} s on {trainer.device})")
     print(f"results in {out}/")

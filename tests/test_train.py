@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 import subprocess
 import sys
 
@@ -87,7 +88,24 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     for name in ("input_0", "reconstruction_0", "swap_A_private_B_shared_3"):  # --listen
         wave, rate = soundfile.read(out / "audio" / f"{name}.wav")
         assert rate == cfg["sample_rate"] and 0 < abs(wave).max() <= 0.9 + 1e-4
-    assert "separation" in proc.stdout
+    assert "separation" in proc.stdout and "dim-KL (nats)" in proc.stdout
+
+
+@pytest.mark.parametrize("estimator", ["bank", "mws"])
+def test_train_reports_the_exact_decomposition_and_the_estimators_error(tmp_path, estimator, capsys):
+    from marl.train import main
+
+    out = tmp_path / "run"
+    main([*TINY_FLAGS, "--estimator", estimator, "--gamma", "0.1", "--bank-size", "128", "--umap", "false",
+          "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    for subspace in names.KL_SUBSPACES:
+        exact = {t: metrics[names.kl_exact(subspace, t)] for t in names.KL_TERMS}
+        assert exact["mi"] >= 0 and exact["dim_kl"] >= 0  # KLs; the MC average of 256 samples stays ≥ 0 here
+        assert math.isfinite(metrics[names.kl_bias(subspace, "tc")])
+        if estimator == "mws":  # MWS's weights sum to B/(B·N) = 1/N: about log N too much MI
+            assert metrics[names.kl_bias(subspace, "mi")] > 0.5 * math.log(256)
+    assert f"{estimator}'s error" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,field", [
@@ -96,6 +114,8 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     (["--beta", "inf"], "beta"),
     (["--latent-dim", "0"], "latent_dim"),
     (["--estimator", "foo"], "estimator"),
+    (["--likelihood", "l1"], "likelihood"),
+    (["--bank-size", "0"], "bank_size"),
     (["--arch", "transformer"], "arch"),
     (["--probe-input", "median"], "probe_input"),
     (["--logvar-min", "-100"], "logvar_min"),
