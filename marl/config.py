@@ -45,7 +45,8 @@ class Config:
     # 0.27 nats low at 4096 and 0.15 at 8192 (tests/test_estimators.py); cost grows with K
     bank_size: int = 4096
     # decoder likelihood: "sum" (½Σ squared error over bins), "mean" (mean squared error: the
-    # KL terms weigh n_mels·n_frames/2 more) or "learned" (one learned variance, σ-VAE)
+    # KL terms weigh n_mels·n_frames/2 = 512× more) or "learned" (one learned variance σ², σ-VAE:
+    # the KL terms weigh σ² times as much, σ² → the per-bin mean squared error)
     likelihood: str = "sum"
     # --- beyond the paper (marl/losses.py; 0 keeps the paper's objective)
     swap: float = 0.0  # cross-view swap reconstruction: view j from (z_pj, the other view's shared mean)

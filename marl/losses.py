@@ -150,8 +150,9 @@ def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor, likelihood: str = "
     mean     the mean squared error over bins, mean (x̂ − x)², as `F.mse_loss` computes it: the
              KL terms weigh M/2 times more than under `sum` (M = n_mels·n_frames bins)
     learned  a Gaussian with one learned variance σ² for all bins (σ-VAE, Rybkin et al. 2021):
-             ½·Σ (x̂ − x)²/σ² + (M/2)·log σ²; at its optimum σ² is the mean squared error, so
-             the KL terms weigh like 1/σ² times more than under `sum`
+             ½·Σ (x̂ − x)²/σ² + (M/2)·log σ²; the KL terms weigh σ² times what they weigh
+             under `sum`, and σ² settles at the mean squared error (~0.006–0.015 per bin at
+             paper scale on unit-variance bins: 70–170× less than `sum`)
     """
     squared = (x_hat - x).pow(2).flatten(1)
     if likelihood == "sum":
