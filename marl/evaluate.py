@@ -25,7 +25,7 @@ from marl.config import Config
 from marl.data import Dataset, Split
 from marl.losses import Bank, decompose_kl
 
-KL_SAMPLES = 1024  # samples z of each subspace behind kl_exact/* (standard errors in docs/reproduction.md)
+KL_SAMPLES = 512  # samples z of each subspace behind kl_exact/* (their standard error: docs/reproduction.md)
 
 
 # ---------------------------------------------------------------- pure metrics
