@@ -78,6 +78,11 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
               "`mi_baseline`: the same estimate with the factor shuffled, i.e. the binned "
               "estimator's bias; only MI above it carries information.")
 
+    if names.kl_exact("fused", "dim_kl") in ok and ok[names.kl_exact("fused", "dim_kl")].notna().any():
+        add_table("Dimension-wise KL: exact, and the estimator's error (nats)", tables.kl_table(df), "kl",
+                  "`kl_exact`: over all N training posteriors; `kl_bias`: the training estimator "
+                  "minus exact on the same samples z (docs/analysis.md).")
+
     if ok["config/latent_dim"].nunique() > 1 if "config/latent_dim" in ok else False:
         size = tables.latent_size_table(df)
         add_table("Latent size", size, "latent_size")

@@ -132,6 +132,18 @@ def mi_summary(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def kl_table(df: pd.DataFrame, term: str = "dim_kl") -> pd.DataFrame:
+    """Per configuration: one KL term over the exact aggregate posterior of each subspace
+    (`kl_exact/…`) and the training estimator's error on it (`kl_bias/…`), mean ± std over seeds."""
+    ok, excluded = usable(df)
+    keys = varying_config(ok) or ["experiment"]
+    metrics = [f(s, term) for f in (names.kl_exact, names.kl_bias) for s in names.KL_SUBSPACES]
+    table = summarise(ok, keys, metrics)
+    table.columns = [c.replace("config/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table
+
+
 def latent_size_table(df: pd.DataFrame) -> pd.DataFrame:
     ok, excluded = usable(df)
     others = varying_config(ok, exclude={"config/latent_dim"})

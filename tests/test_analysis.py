@@ -36,6 +36,9 @@ def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
             for s in (*names.SUBSPACES, "both"):
                 row[names.mig(s)] = 0.5
             row["loss/recon"] = 10.0 + i + seed
+            for sub in names.KL_SUBSPACES:
+                row[names.kl_exact(sub, "dim_kl")] = 1.0 + i + 0.1 * seed
+                row[names.kl_bias(sub, "dim_kl")] = -2.0 * i - 0.1 * seed
             rows.append(row)
     if diverged_one:
         rows.append({"trial": "bad", "status": "diverged", "config/alpha": 0.0, "config/beta": 0.0,
@@ -98,6 +101,17 @@ def test_mi_summary_and_paper_comparison(results_dir):
     assert g["private/timbre paper"] == 0.70
     assert g["private/timbre diff"] == pytest.approx(0.31 - 0.70)
     assert set(cmp["term"]) == {"recon", "gamma", "beta"}  # only settings both have
+
+
+def test_kl_table_means_over_seeds_per_configuration(results_dir, tmp_path):
+    table = tables.kl_table(load_results(results_dir))
+    assert table.attrs["n_excluded"] == 1 and len(table) == 5 and (table["n_seeds"] == 3).all()
+    gamma_half = table[np.isclose(table["gamma"], 0.5)].iloc[0]  # setting i = 4, seeds 0-2
+    assert gamma_half[names.kl_exact("fused", "dim_kl") + " mean"] == pytest.approx(5.1)
+    assert gamma_half[names.kl_bias("private0", "dim_kl") + " mean"] == pytest.approx(-8.1)
+    assert gamma_half[names.kl_bias("private0", "dim_kl") + " std"] == pytest.approx(0.1)
+    build_report([results_dir], tmp_path / "report", umap=False)
+    assert "Dimension-wise KL: exact" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_many_experiments_with_different_columns(results_dir, tmp_path):
