@@ -38,7 +38,8 @@ def pick_device(name: str) -> torch.device:
 def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str,
               amp: bool = False, swap: bool = False, temperature: float = 0.1,
               likelihood: str = "sum", banks=None) -> tuple[LossTerms, PairOutput]:
-    """One training step's loss: a pure function of (parameters, batch, noise, weights).
+    """One training step's loss terms and the model's output: a pure function of (parameters,
+    batch, noise, weights, bank entries).
 
     No host synchronisation happens here, so `torch.func.functional_call` + `vmap` can run it
     over a stack of configurations' parameters and weights. With amp, only the network's
@@ -98,8 +99,9 @@ class Trainer:
         self.epoch = 0
         n, estimator, amp, swap, tau, likelihood = (self.train_x.shape[0], self.cfg.estimator, self.cfg.amp,
                                                     self.swap, self.cfg.temperature, self.cfg.likelihood)
-        # estimator "bank": every training pair's detached posteriors, (K, N, 3, D) mu and logvar
-        # per member (view 0 private, view 1 private, fused), each refreshed when its pair passes
+        # estimator "bank": every training pair's detached posteriors, mu and logvar of shape
+        # (members, N, 3, D) (view 0 private, view 1 private, fused), each pair's refreshed when
+        # it passes: an entry is at most an epoch old
         self.bank = None
         if estimator == "bank":
             x = self.train_x
@@ -129,9 +131,9 @@ class Trainer:
         return len(self.cfgs)
 
     def batch_terms(self, batch: torch.Tensor, noise: torch.Tensor, *bank: torch.Tensor):
-        """batch (K, B, 2, M, T), noise (K, 3, B, D), for estimator "bank" the drawn entries'
-        mu and logvar (K, 3, bank_size, D) and own-example mask (K, B, bank_size) -> loss terms
-        (K, len(LOSS_TERMS)) and the batch's posterior mu and logvar (K, 3, B, D)."""
+        """For K members: batch (K, B, 2, M, T), noise (K, 3, B, D), for estimator "bank" the
+        drawn entries' mu and logvar (K, 3, bank_size, D) and own-example mask (K, B, bank_size)
+        -> loss terms (K, len(LOSS_TERMS)) and the batch's posterior mu and logvar (K, 3, B, D)."""
         return self.terms(self.params, self.buffers, batch[:, :, 0], batch[:, :, 1], noise, self.weights, *bank)
 
     def draw_bank(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -193,7 +195,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"params": {k: v.detach().clone() for k, v in self.params.items()},
                 "opt": self.opt.state_dict(), "gens": [g.get_state() for g in self.gens],
-                "epoch": self.epoch, "bank": self.bank}
+                "epoch": self.epoch, "bank": None if self.bank is None else tuple(t.clone() for t in self.bank)}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
