@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from marl.config import Config  # noqa: E402
 from marl.data import load_dataset  # noqa: E402
 from marl.evaluate import kl_diagnostics  # noqa: E402
+from marl.losses import Bank  # noqa: E402
 from marl.train import Trainer, objective, pick_device  # noqa: E402
 
 
@@ -65,9 +66,13 @@ def step_flops(trainer: Trainer) -> int:
     cfg = trainer.cfg
     batch = trainer.train_x[: cfg.batch_size]
     noise = torch.randn(3, cfg.batch_size, cfg.latent_dim, device=trainer.device)
+    banks = None
+    if trainer.bank is not None:
+        mu, logvar, own = trainer.draw_bank(torch.arange(cfg.batch_size, device=trainer.device)[None])
+        banks = tuple(Bank(mu[0, s], logvar[0, s], own[0]) for s in range(3))
     with FlopCounterMode(display=False) as counter:
         terms = objective(trainer.member(0), batch[:, 0], batch[:, 1], noise, trainer.weights[0],
-                          trainer.train_x.shape[0], cfg.estimator)[0]
+                          trainer.train_x.shape[0], cfg.estimator, likelihood=cfg.likelihood, banks=banks)[0]
         terms.total.backward()
     return counter.get_total_flops()
 

@@ -186,8 +186,8 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
 def kl_diagnostics(model, cfg: Config, train_x: torch.Tensor, device) -> dict:
     """kl_exact/* and kl_bias/* of each subspace the objective decomposes.
 
-    All N training pairs are encoded; KL_SAMPLES of them (a seeded draw, rounded down to whole
-    batches) give one z each. The exact terms use all N posteriors; the estimate is
+    All N training pairs are encoded; KL_SAMPLES of them (a seeded draw, at most N, rounded
+    down to whole batches of the training batch size) give one z each. The exact terms use all N posteriors; the estimate is
     cfg.estimator's on those same z, in batches of cfg.batch_size (for "bank": bank_size
     entries drawn from the N current posteriors, the bank of a freshly refreshed epoch).
     """
@@ -198,7 +198,7 @@ def kl_diagnostics(model, cfg: Config, train_x: torch.Tensor, device) -> dict:
     model.train(was_training)
     n, b = mu.shape[1], cfg.batch_size
     gen = torch.Generator(device=mu.device).manual_seed(cfg.seed)
-    index = torch.randperm(n, generator=gen, device=mu.device)[:max(b, KL_SAMPLES // b * b)]
+    index = torch.randperm(n, generator=gen, device=mu.device)[:min(n, max(b, KL_SAMPLES)) // b * b]
     out = {}
     for s, subspace in enumerate(names.KL_SUBSPACES):
         mu_z, logvar_z = mu[s, index], logvar[s, index]

@@ -123,12 +123,16 @@ def decompose_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(1)
     log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
     if estimator == "bank":
+        if bank is None:
+            raise ValueError("estimator 'bank' needs the drawn bank entries")
         own = gaussian_log_density(z, mu, logvar)  # (B, D)
         # mat[i, j, d] = log q(z_id | bank entry j)
         mat = gaussian_log_density(z[:, None], bank.mu[None], bank.logvar[None])
         log_w = torch.full(mat.shape[:2], -math.log(bank.mu.shape[0]), device=z.device, dtype=z.dtype)
         if bank.own is not None:
-            log_w = log_w.masked_fill(bank.own, -math.inf)
+            # a finite "minus infinity": a row whose every entry is masked must not turn
+            # logsumexp's gradient into NaN (exp(−inf − (−inf)))
+            log_w = log_w.masked_fill(bank.own, torch.finfo(z.dtype).min / 2)
         own_w = -math.log(dataset_size)
         log_qz = torch.logaddexp(own.sum(1) + own_w, torch.logsumexp(mat.sum(2) + log_w, dim=1))
         log_prod_qzk = torch.logaddexp(own + own_w, torch.logsumexp(mat + log_w[:, :, None], dim=1)).sum(1)

@@ -106,6 +106,8 @@ def chance_corrected(accuracy: float, chance_rate: float) -> float:
     """(acc − chance) / (1 − chance): 0 for a constant predictor, 1 when perfect, so 4-class and
     21-class accuracies share one scale. chance_rate: the majority-class rate (1/C when the C
     classes are uniform)."""
+    if chance_rate >= 1.0:  # one class only: a constant predictor is perfect, nothing to correct
+        return float("nan")
     return (accuracy - chance_rate) / (1.0 - chance_rate)
 
 

@@ -52,6 +52,16 @@ def test_new_estimators_sum_to_log_q_minus_log_p(estimator):
     assert torch.allclose(terms.mi + terms.tc + terms.dim_kl, log_q - log_p, atol=1e-4)
 
 
+def test_a_row_whose_every_bank_entry_is_its_own_example_keeps_finite_gradients():
+    mu = torch.randn(4, 3, requires_grad=True)
+    logvar = torch.zeros(4, 3)
+    z = mu + torch.randn(4, 3)
+    own = torch.tensor([[True], [False], [False], [False]])  # K = 1: row 0's only entry masked
+    terms = decompose_kl(z, mu, logvar, 100, "bank", Bank(mu.detach()[:1], logvar[:1], own))
+    sum(t.sum() for t in terms).backward()
+    assert torch.isfinite(mu.grad).all() and all(torch.isfinite(t).all() for t in terms)
+
+
 def test_exact_terms_are_zero_when_every_posterior_is_the_prior():
     z = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
     zeros = torch.zeros(1000, 4)
@@ -166,6 +176,14 @@ def test_kl_diagnostics_know_the_prior_answers(tiny_cfg, estimator):
             assert out[names.kl_exact(subspace, term)] == pytest.approx(0.0, abs=1e-4)
             bias = expected[term] if estimator == "mws" else 0.0
             assert out[names.kl_bias(subspace, term)] == pytest.approx(bias, abs=1e-3 if estimator == "mws" else 0.03)
+
+
+@pytest.mark.parametrize("n", [257, 300])
+def test_kl_diagnostics_use_whole_batches_when_n_is_small(tiny_cfg, n):
+    cfg = tiny_cfg.replace(estimator="mss", batch_size=64, n_train_pairs=n)
+    out = kl_diagnostics(_FixedPosteriors(), cfg, torch.zeros(n, 2, 1, 1), "cpu")
+    # MSS with whole batches of prior posteriors is exact: every bias 0
+    assert all(abs(out[names.kl_bias(s, t)]) < 1e-4 for s in names.KL_SUBSPACES for t in names.KL_TERMS)
 
 
 def test_the_bank_holds_each_pairs_posteriors_after_an_epoch(tiny_cfg):
