@@ -22,12 +22,21 @@ ARCHS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
 PROBE_INPUTS = ("mean", "sample")
 SOURCES = ("synth", "soundfont", "nsynth", "folder")
+SPLIT_BY = ("note", "instrument")
+NSYNTH_FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed",
+                   "string", "synth_lead", "vocal")
+# Melodic GM programs from eight families, all sounding from MIDI 60 to 80 (checked on render):
+# Acoustic Grand Piano, Vibraphone, Church Organ, Acoustic Guitar (nylon), Violin, Trumpet,
+# Tenor Sax, Flute. (Alto Sax, 65, was the first choice: TimGM6mb has no sound for it at E4.)
+PROGRAM_NAMES = {"piano": 0, "vibraphone": 11, "organ": 19, "guitar": 24, "violin": 40, "trumpet": 56,
+                 "tenor_sax": 66, "flute": 73}
 PATH_FIELDS = ("data_dir", "soundfont")
 
 # Fields that determine the generated data; only these key the on-disk cache.
 DATA_FIELDS = (
     "source", "data_dir", "soundfont", "n_train_pairs", "n_test_pairs", "n_val_pairs", "sample_rate", "f_min", "f_max", "n_pitch_classes",
     "n_mels", "n_fft", "hop_length", "n_frames", "amp_min", "amp_max", "data_seed",
+    "programs", "velocities", "split_by", "max_notes", "families",
 )
 
 
@@ -82,6 +91,17 @@ class Config:
     source: str = "synth"
     data_dir: str = ""  # nsynth, folder: the folder to read
     soundfont: str = ""  # soundfont: an .sf2 file; "" = pretty-midi's TimGM6mb.sf2
+    # soundfont: GM programs, comma-separated numbers (0-127) or names (pretty-midi's GM names,
+    # "Violin", or ours: piano, vibraphone, organ, guitar, violin, trumpet, tenor_sax, flute)
+    programs: str = "0,11,19,24,40,56,66,73"
+    # soundfont: MIDI velocities rendered per (program, pitch). Five, so that note-disjoint
+    # splits keep three for training and hold one out for test and one for val (CHOSEN)
+    velocities: str = "48,64,80,96,127"
+    # "note": no note in two splits (marl/splits.py); "instrument": no instrument in two, so
+    # test instruments are unseen (HEAR's nsynth pitch protocol; timbre is then scored as family)
+    split_by: str = "note"
+    max_notes: int = 0  # nsynth, folder: at most this many notes (per split folder), a seeded draw; 0 = all
+    families: str = ""  # nsynth: keep only these instrument families, comma-separated; "" = all
     n_train_pairs: int = 4096
     n_test_pairs: int = 1024  # held-out pairs every reported figure comes from
     n_val_pairs: int = 1024  # held-out pairs for model and probe selection
@@ -172,7 +192,7 @@ class Config:
                      "n_frames", "probe_train_clips", "bank_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "eval_every"):
+        for name in ("threads", "eval_every", "max_notes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.estimator not in ESTIMATORS:
@@ -203,10 +223,56 @@ class Config:
             raise UserError(f"f_max: its 3rd harmonic ({3 * self.f_max:g} Hz) must stay below "
                             f"Nyquist ({self.sample_rate / 2:g} Hz) or timbres become "
                             "indistinguishable; lower f_max or raise sample_rate")
+        if self.split_by not in SPLIT_BY:
+            raise UserError(f"split_by: must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
+        if self.split_by == "instrument" and self.source == "synth":
+            raise UserError("split_by: 'instrument' needs real instruments (source soundfont, nsynth "
+                            "or folder); the synthetic source has four waveforms")
+        parse_programs(self.programs)
+        parse_velocities(self.velocities)
+        unknown = set(parse_list(self.families)) - set(NSYNTH_FAMILIES)
+        if unknown:
+            raise UserError(f"families: unknown NSynth family {sorted(unknown)[0]!r} "
+                            f"(one of {', '.join(NSYNTH_FAMILIES)})")
         if self.amp_min > self.amp_max:
             raise UserError(f"amp_max: must be >= amp_min ({self.amp_min}), got {self.amp_max}")
         if self.arch == "conv" and (self.n_mels % 8 or self.n_frames % 8):
             raise UserError("arch: 'conv' needs n_mels and n_frames divisible by 8")
+
+
+def parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_programs(text: str) -> tuple[int, ...]:
+    """GM program numbers from "0, Violin, flute": numbers, pretty-midi's GM names or ours."""
+    out = []
+    for item in parse_list(text):
+        if item.isdigit() and int(item) < 128:
+            out.append(int(item))
+        elif item.lower() in PROGRAM_NAMES:
+            out.append(PROGRAM_NAMES[item.lower()])
+        else:
+            import pretty_midi
+
+            gm = {name.lower(): i for i, name in enumerate(pretty_midi.constants.INSTRUMENT_MAP)}
+            if item.lower() not in gm:
+                raise UserError(f"programs: {item!r} is neither a GM program number (0-127) nor a GM "
+                                "name (e.g. 'Violin', 'Acoustic Grand Piano')")
+            out.append(gm[item.lower()])
+    if len(out) < 1 or len(set(out)) != len(out):
+        raise UserError(f"programs: need one or more distinct GM programs, got {text!r}")
+    return tuple(out)
+
+
+def parse_velocities(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in parse_list(text))
+    except ValueError:
+        raise UserError(f"velocities: comma-separated MIDI velocities 1-127, got {text!r}") from None
+    if not out or len(set(out)) != len(out) or not all(1 <= v <= 127 for v in out):
+        raise UserError(f"velocities: distinct MIDI velocities 1-127, got {text!r}")
+    return out
 
 
 def _coerce(key: str, value, type_name: str):

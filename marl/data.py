@@ -9,6 +9,7 @@ function of the data fields of the config and is cached on disk under a hash of 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,10 +22,11 @@ import torch
 import torchaudio
 
 from marl.config import Config
+from marl.names import FACTOR_OF_TASK
 
 TIMBRES = ("sine", "triangle", "sawtooth", "square")
 SPLITS = ("train", "test", "val")
-CACHE_VERSION = 3  # bump when synthesis changes, so old caches are not reused
+CACHE_VERSION = 4  # bump when synthesis changes, so old caches are not reused
 
 
 def harmonic_amplitudes(timbre: int, n_harmonics: int) -> torch.Tensor:
@@ -111,6 +113,11 @@ class Dataset:
     mean: torch.Tensor  # per-mel-bin statistics of the raw log-mels of the training split
     std: torch.Tensor
     n_classes: dict[str, int]  # per task (timbre, pitch): how many classes the labels take
+    # per task: the factor its probes read ("family" for timbre when test instruments are unseen,
+    # "" when the task cannot be scored across splits); marl.splits.timbre_factor
+    tasks: dict[str, str] = dataclasses.field(default_factory=lambda: dict(FACTOR_OF_TASK))
+    midi: list[int] = dataclasses.field(default_factory=list)  # MIDI pitch of each pitch class (real sources)
+    skipped: tuple[str, ...] = ()  # notes a source left out, and why
 
 
 def sample_factors(n_pairs: int, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -160,21 +167,29 @@ def generate(cfg: Config) -> Dataset:
     """Build the dataset from scratch (deterministic in the data fields of cfg)."""
     gen = torch.Generator().manual_seed(cfg.data_seed)
     sizes = (("train", cfg.n_train_pairs), ("test", cfg.n_test_pairs), ("val", cfg.n_val_pairs))
+    extra: dict = {}
     if cfg.source == "synth":
         # test before val: train and test stay those of the two-split datasets of CACHE_VERSION 1
         raw = {name: build_split(n, cfg, gen) for name, n in sizes}
         n_classes = {"timbre": len(TIMBRES), "pitch": cfg.n_pitch_classes}
     else:
         from marl.sources import note_bank, pair_split
+        from marl.splits import SPLIT_IDS, note_splits, timbre_factor
 
         bank = note_bank(cfg)
-        raw = {name: pair_split(bank, n, cfg, gen) for name, n in sizes}
-        n_classes = bank.n_classes
+        bank.factors["note"] = torch.arange(len(bank.waves))  # which note a clip was cut from
+        split = bank.split if bank.split is not None else note_splits(bank.factors, cfg.split_by, gen)
+        raw = {name: pair_split(bank.subset(split == SPLIT_IDS[name]), n, cfg, gen, name) for name, n in sizes}
+        n_classes = dict(bank.n_classes)
+        tasks = {**FACTOR_OF_TASK, "timbre": timbre_factor(bank.factors, split)}
+        if tasks["timbre"] == "family":
+            n_classes["timbre"] = int(bank.factors["family"].max()) + 1
+        extra = {"tasks": tasks, "midi": bank.midi, "skipped": bank.skipped}
     train_x = raw["train"][0]
     mean = train_x.mean(dim=(0, 1, 3))[:, None]
     std = train_x.std(dim=(0, 1, 3))[:, None].clamp_min(1e-6)
     splits = {name: Split((x - mean) / std, f) for name, (x, f) in raw.items()}
-    return Dataset(**splits, mean=mean, std=std, n_classes=n_classes)
+    return Dataset(**splits, mean=mean, std=std, n_classes=n_classes, **extra)
 
 
 def cache_dir() -> Path:
@@ -206,7 +221,8 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
         else:
             data = generate(cfg)
             state = {"mean": data.mean, "std": data.std, "n_classes": data.n_classes,
-                     "factors": list(data.train.factors)}
+                     "factors": list(data.train.factors), "tasks": data.tasks, "midi": data.midi,
+                     "skipped": list(data.skipped)}
             for name in SPLITS:
                 split = getattr(data, name)
                 state.update({f"{name}_x": split.x, **{f"{name}_{k}": v for k, v in split.factors.items()}})
@@ -216,4 +232,5 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             os.replace(tmp, path)
     splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in state["factors"]})
               for name in SPLITS}
-    return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"])
+    return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"],
+                   tasks=state["tasks"], midi=state["midi"], skipped=tuple(state["skipped"]))

@@ -119,17 +119,18 @@ def encode(model, split: Split, device, max_pairs: int | None = None,
     return out
 
 
-def labels(split: Split, max_pairs: int | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per latent, per task: the labels its codes' rows carry.
+def labels(split: Split, tasks: dict[str, str], max_pairs: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per latent, per task: the labels its codes' rows carry (tasks: the factor each task reads,
+    `Dataset.tasks`; a task whose factor is "" is left out).
 
     The fused code is one per pair and symmetric in the pair's views, which are exchangeable,
     so its label must be order-free: the lower of the two views' classes (the timbre, which
     both share; the lower pitch class). View 0's own pitch would cap any probe at ½.
     """
     per_clip = {task: split.factors[factor][:max_pairs].reshape(-1).numpy()
-                for task, factor in names.FACTOR_OF_TASK.items()}
+                for task, factor in tasks.items() if factor}
     per_pair = {task: split.factors[factor][:max_pairs].min(1).values.numpy()
-                for task, factor in names.FACTOR_OF_TASK.items()}
+                for task, factor in tasks.items() if factor}
     return {latent: (per_pair if latent == "fused" else per_clip) for latent in names.LATENTS}
 
 
@@ -143,7 +144,9 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
                      with_umap: bool = False) -> list[tuple[dict, pd.DataFrame]]:
     """`evaluate` for several models on one dataset; all their probes train as one batch."""
     n_probe_pairs = max(1, cfgs[0].probe_train_clips // 2)
-    ys = {"train": labels(data.train, n_probe_pairs), "val": labels(data.val), "test": labels(data.test)}
+    ys = {"train": labels(data.train, data.tasks, n_probe_pairs), "val": labels(data.val, data.tasks),
+          "test": labels(data.test, data.tasks)}
+    tasks = [task for task in names.TASKS if data.tasks[task]]  # the others are not applicable: NaN
     codes = []
     for model, cfg in zip(models, cfgs):
         sample = cfg.seed if cfg.probe_input == "sample" else None
@@ -151,17 +154,26 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
                       "val": encode(model, data.val, device, None, sample),
                       "test": encode(model, data.test, device, None, sample)})
 
-    keys = [(i, latent, task) for i in range(len(models)) for latent in names.LATENTS for task in names.TASKS]
+    keys = [(i, latent, task) for i in range(len(models)) for latent in names.LATENTS for task in tasks]
     classes = data.n_classes
     problems = [{**{s: (codes[i][s][latent], ys[s][latent][task]) for s in probes.SPLITS},
                  "n_classes": classes[task]} for i, latent, task in keys]
+    nan = float("nan")
     chance = {names.chance(latent, task, split): majority_rate(ys["train"][latent][task], ys[split][latent][task])
-              for split in names.SPLITS for latent in names.LATENTS for task in names.TASKS}
+              if task in tasks else nan for split in names.SPLITS for latent in names.LATENTS for task in names.TASKS}
     metrics: list[dict] = [dict(chance) for _ in models]
+    for m in metrics:  # tasks that cannot be scored, and chroma where classes are not MIDI pitches
+        m.update({names.probe(latent, task, split, kind): nan for split in names.SPLITS for kind in names.PROBE_KINDS
+                  for latent in names.LATENTS for task in names.TASKS if task not in tasks})
+        m.update({names.chroma(latent, kind): nan for kind in names.PROBE_KINDS for latent in names.LATENTS})
+    midi = np.asarray(data.midi)
     for kind in names.PROBE_KINDS:
-        for (i, latent, task), (val_acc, test_acc) in zip(keys, probes.fit_many(kind, problems, device, cfgs[0].seed)):
+        for (i, latent, task), (val_acc, test_acc, pred) in zip(keys, probes.fit_many(kind, problems, device, cfgs[0].seed)):
             metrics[i][names.probe(latent, task, "val", kind)] = val_acc
             metrics[i][names.probe(latent, task, "test", kind)] = test_acc
+            if task == "pitch" and len(midi):
+                truth = ys["test"][latent]["pitch"]
+                metrics[i][names.chroma(latent, kind)] = float(np.mean(midi[pred] % 12 == midi[truth] % 12))
         for m in metrics:
             for split in names.SPLITS:
                 m[names.separation(split, kind)] = names.separation_score(m, split, kind)
@@ -169,7 +181,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
 
     out = []
     for m, member_codes, cfg, model in zip(metrics, codes, cfgs, models):
-        m.update(information_metrics(member_codes["test"], ys["test"]["private"], cfg.seed))
+        m.update(information_metrics(member_codes["test"], labels(data.test, names.FACTOR_OF_TASK)["private"], cfg.seed))
         m.update(kl_diagnostics(model, cfg, data.train.x, device))
         latents = latents_frame(data.test, member_codes["test"])
         if with_umap:

@@ -33,6 +33,12 @@ def probe(latent: str, task: str, split: str = "test", kind: str = "mlp") -> str
     return f"{probe_prefix(split, kind)}{latent}/{task}"
 
 
+def chroma(latent: str, kind: str = "mlp") -> str:
+    """Test clips: how often the pitch probe's class has the true pitch's chroma (its pitch
+    class, octave ignored; HEAR's chroma accuracy). NaN where classes are not MIDI pitches."""
+    return f"chroma/test/{kind}/{latent}"
+
+
 def separation(split: str = "test", kind: str = "mlp") -> str:
     return f"separation/{split}/{kind}"
 
@@ -91,6 +97,7 @@ def eval_scalars() -> list[str]:
             out += [probe(latent, task, split, kind) for latent in LATENTS for task in TASKS]
             out += [separation(split, kind), leakage(split, kind)]
         out += [chance(latent, task, split) for latent in LATENTS for task in TASKS]
+    out += [chroma(latent, kind) for kind in PROBE_KINDS for latent in LATENTS]
     return (out + [mig(s) for s in (*SUBSPACES, "both")]
             + [mi_mean(f, s) for f in TASKS for s in SUBSPACES]
             + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES]

@@ -70,14 +70,15 @@ def _linear_logits(w, b, x, offset):
 
 
 def fit_linear(train, val, test, n_classes, seed: int = 0):
-    """Batched logistic regression; returns (val accuracy, test accuracy), each (P,)."""
+    """Batched logistic regression; returns (val accuracy, test accuracy), each (P,), and the test
+    predictions (P, N_test)."""
     (xt, yt), (xv, yv), (xs, ys) = train, val, test
     xt, xv, xs = standardise(xt, xv, xs)
     p, n, d = xt.shape
     offset = _absent_offset(n_classes, int(n_classes.max()))
     w = torch.zeros(p, d, offset.shape[1], device=xt.device, requires_grad=True)
     b = torch.zeros(p, offset.shape[1], device=xt.device, requires_grad=True)
-    val_acc, test_acc = [], []
+    val_acc, test_acc, test_pred = [], [], []
     for c in LINEAR_C:
         # The strongest penalty first, each solution starting the next (sklearn's regularisation
         # path): the weaker penalties start near their optimum. The problems are independent,
@@ -98,10 +99,12 @@ def fit_linear(train, val, test, n_classes, seed: int = 0):
         opt.step(closure)
         with torch.no_grad():
             val_acc.append(_accuracy(_linear_logits(w, b, xv, offset), yv))
-            test_acc.append(_accuracy(_linear_logits(w, b, xs, offset), ys))
-    val_acc, test_acc = torch.stack(val_acc, 1), torch.stack(test_acc, 1)
+            test_pred.append(_linear_logits(w, b, xs, offset).argmax(-1))
+            test_acc.append((test_pred[-1] == ys).float().mean(-1))
+    val_acc, test_acc, test_pred = torch.stack(val_acc, 1), torch.stack(test_acc, 1), torch.stack(test_pred, 1)
     best = val_acc.argmax(1, keepdim=True)  # ties: the first C of LINEAR_C, as a loop over C would
-    return val_acc.gather(1, best)[:, 0], test_acc.gather(1, best)[:, 0]
+    pred = test_pred.gather(1, best[:, :, None].expand(-1, 1, test_pred.shape[2]))[:, 0]
+    return val_acc.gather(1, best)[:, 0], test_acc.gather(1, best)[:, 0], pred
 
 
 def _mlp_logits(params, x, offset):
@@ -113,7 +116,7 @@ def _mlp_logits(params, x, offset):
 
 def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
     """Batched one-hidden-layer MLPs, MLP_EPOCHS epochs, the best validation epoch kept; returns
-    (val accuracy, test accuracy), each (P,). n_features (P,): each problem's own code width
+    (val accuracy, test accuracy), each (P,), and the test predictions (P, N_test). n_features (P,): each problem's own code width
     before zero-padding (for its initialisation scale); default: all D."""
     (xt, yt), (xv, yv), (xs, ys) = train, val, test
     xt, xv, xs = standardise(xt, xv, xs)
@@ -159,11 +162,12 @@ def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
             best_val = torch.where(better, acc, best_val)
 
     with torch.no_grad():
-        return best_val, _accuracy(_mlp_logits(best, xs, offset), ys)
+        pred = _mlp_logits(best, xs, offset).argmax(-1)
+        return best_val, (pred == ys).float().mean(-1), pred
 
 
 def fit(kind: str, train, val, test, n_classes, seed: int = 0, n_features=None):
-    """(val accuracy, test accuracy) of P stacked probes of one kind.
+    """(val accuracy, test accuracy, test predictions) of P stacked probes of one kind.
 
     train, val, test: ((P, N, D) float codes, (P, N) long labels); n_classes: (P,) long;
     n_features: (P,) each problem's code width before zero-padding to D.
@@ -175,8 +179,8 @@ def fit(kind: str, train, val, test, n_classes, seed: int = 0, n_features=None):
     raise ValueError(f"unknown probe kind {kind!r}")
 
 
-def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> list[tuple[float, float]]:
-    """(val accuracy, test accuracy) of each problem, in order.
+def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> list[tuple]:
+    """(val accuracy, test accuracy, test predictions as a numpy array) of each problem, in order.
 
     A problem is a dict of numpy arrays {"train": (z, y), "val": (z, y), "test": (z, y)} and
     "n_classes". Problems with the same row counts (and, for linear probes, class count) are
@@ -194,9 +198,9 @@ def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> li
                    stack([b[s][1] for b in batch], dtype=torch.long, device=device)) for s in SPLITS]
         n_classes = torch.tensor([b["n_classes"] for b in batch], device=device)
         n_features = torch.tensor([b["train"][0].shape[1] for b in batch], device=device)
-        val, test = fit(kind, *splits, n_classes, seed, n_features)
-        for i, v, t in zip(members, val.tolist(), test.tolist()):
-            out[i] = (v, t)
+        val, test, pred = fit(kind, *splits, n_classes, seed, n_features)
+        for i, v, t, y in zip(members, val.tolist(), test.tolist(), pred.cpu().numpy()):
+            out[i] = (v, t, y)
     return out
 
 
@@ -205,7 +209,7 @@ def accuracy(kind: str, train: tuple, val: tuple, test: tuple, n_classes: int | 
     """(val accuracy, test accuracy) of one probe on numpy (z, y) splits."""
     n_classes = n_classes or int(max(y.max() for _, y in (train, val, test))) + 1
     problem = {"train": train, "val": val, "test": test, "n_classes": n_classes}
-    return fit_many(kind, [problem], seed=seed)[0]
+    return fit_many(kind, [problem], seed=seed)[0][:2]
 
 
 def stack(arrays: list, dtype=torch.float32, device="cpu") -> torch.Tensor:

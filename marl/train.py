@@ -286,10 +286,13 @@ def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, laten
 
 
 def timbre_names(cfg: Config) -> tuple | None:
+    from marl.config import parse_programs
     from marl.data import TIMBRES
-    from marl.sources import PROGRAM_NAMES
+    from marl.sources import program_names
 
-    return {"synth": TIMBRES, "soundfont": PROGRAM_NAMES}.get(cfg.source)
+    if cfg.source == "soundfont":
+        return program_names(parse_programs(cfg.programs))
+    return TIMBRES if cfg.source == "synth" else None
 
 
 def write_listening(out: Path, cfg: Config, model, data: Dataset, listen: bool, n: int = 4) -> None:
@@ -323,11 +326,21 @@ def main(argv: list[str] | None = None) -> None:
     trainer, metrics, latents, history = train(cfg)
     metrics["time/seconds"] = time.perf_counter() - start
     write_outputs(out, cfg, trainer, metrics, latents, history, listen)
+    if trainer.data.skipped:
+        print(f"{cfg.source}: {len(trainer.data.skipped)} note(s) skipped: " + "; ".join(trainer.data.skipped))
+    if not trainer.data.tasks["timbre"]:
+        print("timbre: not applicable (test instruments are unseen and share no family with training)")
+    elif trainer.data.tasks["timbre"] == "family":
+        print("timbre: scored as instrument family (test instruments are unseen)")
     print("probe accuracy on test clips   linear: timbre  pitch    mlp: timbre  pitch")
     for latent in names.LATENTS:
         row = "   ".join(f"{metrics[names.probe(latent, 'timbre', 'test', k)]:.3f}   "
                          f"{metrics[names.probe(latent, 'pitch', 'test', k)]:.3f}" for k in names.PROBE_KINDS)
         print(f"  {latent:<34} {row}")
+    if trainer.data.midi:
+        print("chroma accuracy of the pitch probes (test)   " + "   ".join(
+            f"{kind}: " + " ".join(f"{latent} {metrics[names.chroma(latent, kind)]:.3f}" for latent in names.LATENTS)
+            for kind in names.PROBE_KINDS))
     print(f"dim-KL (nats) over all {cfg.n_train_pairs} training posteriors, and {cfg.estimator}'s error: "
           + ", ".join(f"{s} {metrics[names.kl_exact(s, 'dim_kl')]:.2f} ({metrics[names.kl_bias(s, 'dim_kl')]:+.2f})"
                       for s in names.KL_SUBSPACES))

@@ -119,7 +119,7 @@ def test_the_fused_label_is_order_free_and_a_symmetric_code_of_the_pair_reaches_
     split = _pairs_split(n)
     pitch, timbre = split.factors["pitch_class"].numpy(), split.factors["timbre"].numpy()
     swapped = Split(split.x.flip(1), {k: v.flip(1) for k, v in split.factors.items()})
-    ys, ys_swapped = labels(split), labels(swapped)
+    ys, ys_swapped = labels(split, names.FACTOR_OF_TASK), labels(swapped, names.FACTOR_OF_TASK)
     assert len(ys["fused"]["pitch"]) == n and len(ys["shared"]["pitch"]) == 2 * n
     for task in names.TASKS:  # a pair and its swapped pair carry the same label
         assert np.array_equal(ys["fused"][task], ys_swapped["fused"][task])

@@ -53,7 +53,8 @@ CASES = [(4, 8, 1.5, 0), (21, 8, 0.3, 1), (21, 16, 0.8, 2)]
 def test_torch_probes_agree_with_sklearn_within_three_points(kind):
     problems = [dict(zip(("train", "val", "test"), fixture(*case)), n_classes=case[0]) for case in CASES]
     ours = probes.fit_many(kind, problems)
-    for case, problem, (val, test) in zip(CASES, problems, ours):
+    for case, problem, (val, test, pred) in zip(CASES, problems, ours):
+        assert (pred == problem["test"][1]).mean() == pytest.approx(test)  # the predictions scored
         ref_val, ref_test = sklearn_accuracy(kind, problem["train"], problem["val"], problem["test"])
         assert 0.2 < ref_test < 0.99, case  # neither trivial nor hopeless (chance: .25, .048)
         assert test == pytest.approx(ref_test, abs=0.03), (case, test, ref_test)

@@ -27,11 +27,26 @@ def cli(module, *args, env=None, timeout=300):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+# two NSynth families, three instruments each: keyboard (GM 0-2: pianos), guitar (GM 24-26)
+FIXTURE_PROGRAMS = "0,1,2,24,25,26"
+EXPORT = ["--programs", FIXTURE_PROGRAMS, "--velocities", "64,100,127"]
+
+
 @pytest.fixture(scope="module")
 def nsynth_dir(tmp_path_factory):
-    """A tiny NSynth-layout folder written by the soundfont source: 3 instruments x 3 pitches."""
+    """A tiny NSynth-layout folder written by the soundfont source: 6 instruments x 3 pitches x 3
+    velocities."""
     out = tmp_path_factory.mktemp("nsynth")
-    proc = cli("marl.sources", "export-nsynth", str(out))
+    proc = cli("marl.sources", "export-nsynth", str(out), *EXPORT)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def nsynth_splits_dir(tmp_path_factory):
+    """The same notes in NSynth's own split folders, no instrument in two."""
+    out = tmp_path_factory.mktemp("nsynth_splits")
+    proc = cli("marl.sources", "export-nsynth", str(out), "--splits", *EXPORT)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -42,7 +57,7 @@ def soundfont_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sf")
     cache = root / "cache"
     proc = cli("marl.train", "--source", "soundfont", "--epochs", "2", *TINY, "--out", str(root / "R"),
-               env={"MARL_CACHE": str(cache)})
+               "--velocities", "64,96,127", env={"MARL_CACHE": str(cache)})
     return root, proc
 
 
@@ -53,30 +68,21 @@ def test_train_on_soundfont_notes_end_to_end(soundfont_run):
     assert 0 <= metrics["probe/test/mlp/shared/timbre"] <= 1
     # the cached dataset holds all 8 programs and 21 pitches, with the factors the issue names
     data = load_dataset(Config.from_dict({"source": "soundfont", "n_train_pairs": 256, "n_test_pairs": 96,
-                                          "n_val_pairs": 96, "batch_size": 64}), root / "cache")
+                                          "n_val_pairs": 96, "batch_size": 64, "velocities": "64,96,127"}),
+                        root / "cache")
     assert data.n_classes == {"timbre": len(sources.PROGRAMS), "pitch": 21}
     f = data.train.factors
     assert {"timbre", "family", "pitch", "pitch_class", "velocity", "offset"} <= set(f)
     assert (f["timbre"][:, 0] == f["timbre"][:, 1]).all() and (f["pitch"][:, 0] != f["pitch"][:, 1]).all()
     assert set(f["timbre"].unique().tolist()) == set(range(len(sources.PROGRAMS)))
     assert f["pitch"].min() >= 60 and f["pitch"].max() <= 80
-    assert set(f["velocity"].unique().tolist()) <= set(sources.VELOCITIES)
-
-
-def test_a_silent_or_clipped_render_is_an_error_not_an_example(monkeypatch):
-    from marl.errors import UserError
-
-    for wave, word in ((torch.zeros(48000), "silent"), (torch.ones(48000), "clipped")):
-        monkeypatch.setattr(sources, "decode_wav", lambda data, rate, w=wave: w)
-        monkeypatch.setitem(sys.modules, "midirenderer", type(sys)("midirenderer"))
-        sys.modules["midirenderer"].render_wave_from = lambda font, midi: b""
-        with pytest.raises(UserError, match=word):
-            sources.render_note(b"", 0, 60, 100, 48000)
+    assert set(f["velocity"].unique().tolist()) <= {64, 96, 127}
+    assert "chroma accuracy" in proc.stdout and metrics["chroma/test/mlp/private"] + 1e-6 >= metrics["probe/test/mlp/private/pitch"]
 
 
 def test_nsynth_layout_trains_end_to_end(nsynth_dir, tmp_path):
     examples = json.loads((nsynth_dir / "examples.json").read_text())
-    assert len(examples) == 9 and len(list((nsynth_dir / "audio").glob("*.wav"))) == 9
+    assert len(examples) == 54 and len(list((nsynth_dir / "audio").glob("*.wav"))) == 54
     proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(nsynth_dir), "--epochs", "1", *TINY,
                "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -101,13 +107,13 @@ def test_a_labelled_folder_of_ones_own_samples_forms_pairs(nsynth_dir, tmp_path)
     cfg = Config.from_dict({"source": "folder", "data_dir": str(folder), "n_train_pairs": 64,
                             "n_test_pairs": 16, "n_val_pairs": 16, "batch_size": 16})
     data = load_dataset(cfg, tmp_path / "cache")
-    assert data.n_classes == {"timbre": 3, "pitch": 3}
+    assert data.n_classes == {"timbre": 6, "pitch": 3}
     f = data.train.factors
     assert (f["timbre"][:, 0] == f["timbre"][:, 1]).all() and (f["pitch"][:, 0] != f["pitch"][:, 1]).all()
     assert data.train.x.shape == (64, 2, cfg.n_mels, cfg.n_frames) and torch.isfinite(data.train.x).all()
     # a changed folder is not served from the old cache
     (folder / "labels.csv").write_text((folder / "labels.csv").read_text().replace(",60\n", ",61\n"))
-    assert load_dataset(cfg, tmp_path / "cache").n_classes == {"timbre": 3, "pitch": 2}
+    assert load_dataset(cfg, tmp_path / "cache").n_classes == {"timbre": 6, "pitch": 2}
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -130,7 +136,7 @@ def test_bad_folder_input_is_one_line_exit_2(nsynth_dir, tmp_path, case, needle)
             csv.writer(handle, lineterminator="\n").writerow(("broken.wav", "x", 60))
     elif case == "too_few":
         write_folder(folder, nsynth_dir, rows=[("keyboard_synthetic_000-060-100.wav", "piano", 60),
-                                               ("mallet_synthetic_001-061-100.wav", "vibes", 61)])
+                                               ("keyboard_synthetic_001-061-100.wav", "e-piano", 61)])
     proc = cli("marl.train", "--source", "folder", "--data-dir", str(folder), "--epochs", "1", *TINY,
                "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
@@ -183,3 +189,156 @@ def test_a_sweep_over_sources_finds_relative_data_folders_from_inside_ray_trials
     df = pd.read_parquet(tmp_path / "r" / "src" / "results.parquet")
     assert sorted(df["config/source"]) == ["nsynth", "synth"] and set(df["status"]) == {"ok"}
     assert (df["config/data_dir"] == str(tmp_path / "notes")).all()
+
+
+# ---------------------------------------------------------------- any GM font; disjoint splits
+def test_a_note_is_unusable_only_when_silent_beside_the_fonts_level_or_clipped():
+    rms = torch.tensor([0.1, 0.1, 0.1, 0.1, 2e-4, 5e-5, 0.0])  # median of the audible ones: 0.1
+    peak = torch.tensor([0.5, 0.5, 0.5, 1.0, 1e-3, 1e-4, 0.0])
+    # -54 dB is kept (an absolute 1e-3 threshold would have dropped it); -66 dB and zeros are silent
+    assert sources.note_problems(rms, peak) == ["", "", "", "clipped", "", "silent", "silent"]
+    assert sources.note_problems(torch.zeros(2), torch.zeros(2)) == ["silent", "silent"]
+
+
+@pytest.fixture(scope="module")
+def fixture_font(tmp_path_factory):
+    """Program 0 loud, 1 quiet (-32 dB: some notes below the old absolute threshold), 2 truly silent below
+    velocity 65, 3 silent above MIDI 61."""
+    from tests.sf2 import Voice, soundfont
+
+    path = tmp_path_factory.mktemp("font") / "fixture.sf2"
+    path.write_bytes(soundfont([Voice(), Voice(attenuation_cb=800), Voice(velocities=(65, 127)), Voice(keys=(0, 61))]))
+    return path
+
+
+def font_cfg(font, **changes):
+    return Config.from_dict({"source": "soundfont", "soundfont": str(font), "n_pitch_classes": 3,
+                             "velocities": "64,96,127", "n_train_pairs": 64, "n_test_pairs": 16,
+                             "n_val_pairs": 16, "batch_size": 16, **changes})
+
+
+def test_a_font_with_a_quiet_and_a_silent_note_skips_and_names_the_silent_one(fixture_font):
+    from marl.errors import UserError
+
+    bank = sources.soundfont_bank(font_cfg(fixture_font, programs="0,1,2"), progress=False)
+    assert len(bank.waves) == 3 * 3 * 3 - 3  # program 2's velocity-64 notes only
+    assert bank.skipped == tuple(f"program 2 pitch {p} velocity 64: silent" for p in (60, 61, 62))
+    quiet = bank.factors["timbre"] == 1
+    assert quiet.sum() == 9 and min(float(bank.waves[i].pow(2).mean().sqrt()) for i in quiet.nonzero()[:, 0]) < 1e-3
+    with pytest.raises(UserError, match="program 3 renders no usable note at pitch 62"):
+        sources.soundfont_bank(font_cfg(fixture_font, programs="0,3"), progress=False)
+
+
+def clip_notes(split, key=("note",)) -> set:
+    return {tuple(row) for row in torch.stack([split.factors[k].reshape(-1) for k in key], 1).tolist()}
+
+
+def test_no_note_feeds_two_splits_for_any_source(fixture_font, nsynth_dir, nsynth_splits_dir, tmp_path):
+    from marl.data import generate
+
+    small = {"n_train_pairs": 128, "n_test_pairs": 32, "n_val_pairs": 32, "batch_size": 16}
+    cfgs = {"soundfont": font_cfg(fixture_font, programs="0,1,2"),
+            "nsynth": Config.from_dict({"source": "nsynth", "data_dir": str(nsynth_dir), **small}),
+            "nsynth-splits": Config.from_dict({"source": "nsynth", "data_dir": str(nsynth_splits_dir), **small}),
+            "folder": Config.from_dict({"source": "folder", "data_dir": str(write_folder(tmp_path / "f", nsynth_dir)),
+                                        **small})}
+    for name, cfg in cfgs.items():
+        data = generate(cfg)
+        notes = {s: clip_notes(getattr(data, s)) for s in ("train", "test", "val")}
+        assert all(notes.values()), name
+        assert not (notes["train"] & notes["test"] or notes["train"] & notes["val"] or notes["test"] & notes["val"]), name
+    # a soundfont note is its (program, pitch, velocity): the same triple never recurs across splits
+    data = generate(cfgs["soundfont"])
+    triples = [clip_notes(getattr(data, s), ("timbre", "pitch", "velocity")) for s in ("train", "test", "val")]
+    assert not (triples[0] & triples[1] or triples[0] & triples[2] or triples[1] & triples[2])
+    # synthetic clips are drawn afresh: no (waveform, frequency) recurs across splits
+    synth = generate(Config.from_dict({"n_train_pairs": 256, "n_test_pairs": 64, "n_val_pairs": 64, "batch_size": 16}))
+    tones = [clip_notes(getattr(synth, s), ("timbre", "frequency")) for s in ("train", "test", "val")]
+    assert not (tones[0] & tones[1] or tones[0] & tones[2] or tones[1] & tones[2])
+
+
+def test_dealing_holds_out_a_fifth_of_each_group_and_pools_small_ones():
+    from marl.splits import deal
+
+    keys = ["a"] * 10 + ["b"] * 3 + ["c"] * 2 + ["d"] * 1 + ["e"]
+    split = deal(keys, torch.Generator().manual_seed(0))
+    count = lambda key, sid: sum(1 for k, s in zip(keys, split.tolist()) if k == key and s == sid)  # noqa: E731
+    assert [count("a", s) for s in (0, 1, 2)] == [6, 2, 2] and [count("b", s) for s in (0, 1, 2)] == [1, 1, 1]
+    pooled = [s for k, s in zip(keys, split.tolist()) if k in "cde"]  # c, d, e pooled: 4 items
+    assert sorted(pooled) == [0, 0, 1, 2]
+    assert deal(["x", "x"], torch.Generator().manual_seed(0)).tolist() == [0, 0]  # too few to hold out
+
+
+def test_instrument_split_scores_pitch_and_chroma_on_unseen_instruments(nsynth_dir, tmp_path):
+    proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(nsynth_dir), "--split-by", "instrument",
+               "--epochs", "1", *TINY, "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "timbre: scored as instrument family" in proc.stdout
+    metrics = json.loads((tmp_path / "R" / "metrics.json").read_text())
+    for kind in ("linear", "mlp"):
+        # a right pitch has the right chroma (float32 accuracies against a float64 mean: 1e-6)
+        assert 0 <= metrics[f"probe/test/{kind}/private/pitch"] <= metrics[f"chroma/test/{kind}/private"] + 1e-6 <= 1 + 1e-6
+        assert 0 <= metrics[f"probe/test/{kind}/shared/timbre"] <= 1  # a family: 2 classes here
+    data = load_dataset(Config.from_dict({"source": "nsynth", "data_dir": str(nsynth_dir), "split_by": "instrument",
+                                          **{k.lstrip("-").replace("-", "_"): v for k, v in zip(TINY[::2], TINY[1::2])}}),
+                        tmp_path / "cache")
+    seen = set(data.train.factors["timbre"].unique().tolist())
+    assert seen.isdisjoint(data.test.factors["timbre"].unique().tolist())
+    assert seen.isdisjoint(data.val.factors["timbre"].unique().tolist())
+    assert data.tasks["timbre"] == "family" and data.n_classes["timbre"] == 5  # NSynth family 4, keyboard
+
+
+def test_nsynths_own_split_folders_are_the_splits(nsynth_splits_dir, tmp_path):
+    assert {p.name for p in nsynth_splits_dir.iterdir()} == {"nsynth-train", "nsynth-valid", "nsynth-test"}
+    proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(nsynth_splits_dir), "--epochs", "1", *TINY,
+               "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = Config.from_dict({"source": "nsynth", "data_dir": str(nsynth_splits_dir), "n_train_pairs": 64,
+                            "n_test_pairs": 16, "n_val_pairs": 16, "batch_size": 16})
+    from marl.data import generate
+
+    data = generate(cfg)
+    for split, folder in (("train", "nsynth-train"), ("val", "nsynth-valid"), ("test", "nsynth-test")):
+        names = {e["instrument_str"] for e in json.loads((nsynth_splits_dir / folder / "examples.json").read_text()).values()}
+        got = set(data.__dict__[split].factors["timbre"].unique().tolist())
+        assert len(got) == len(names), split  # every instrument of the folder, and only those
+    assert data.tasks["timbre"] == "family"
+    # max_notes draws the same notes every time, fewer than there are
+    few = sources.nsynth_bank(cfg.replace(max_notes=5))
+    assert len(few.waves) == 15 and torch.equal(few.factors["pitch"], sources.nsynth_bank(cfg.replace(max_notes=5)).factors["pitch"])
+    assert set(sources.nsynth_bank(cfg.replace(families="guitar")).factors["family"].tolist()) == {3}
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing_split", "but not nsynth-valid"),
+    ("no_index", "examples.json does not exist"),
+    ("bad_family", "unknown NSynth family 'banjo'"),
+    ("bad_program", "neither a GM program number"),
+])
+def test_bad_nsynth_layout_or_fields_are_one_line_exit_2(nsynth_splits_dir, tmp_path, case, needle):
+    data = tmp_path / "d"
+    shutil.copytree(nsynth_splits_dir, data)
+    extra = []
+    if case == "missing_split":
+        shutil.rmtree(data / "nsynth-valid")
+    elif case == "no_index":
+        (data / "nsynth-test" / "examples.json").unlink()
+    elif case == "bad_family":
+        extra = ["--families", "keyboard,banjo"]
+    else:
+        extra = ["--programs", "0,kazoo"]
+    proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(data), *extra, "--epochs", "1", *TINY,
+               "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "R").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file(),
+                    reason="FluidR3_GM.sf2 absent (Debian: apt-get install fluid-soundfont-gm)")
+def test_debians_default_gm_font_renders_every_default_program():
+    cfg = Config.from_dict({"source": "soundfont", "soundfont": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+                            "velocities": "64"})
+    bank = sources.soundfont_bank(cfg, progress=False)  # raises if a (program, pitch) has no note
+    # the vibraphone's MIDI 80 at velocity 64 (RMS ~1e-3, -50 dBFS) aborted the old absolute check
+    assert "program 11 pitch 80 velocity 64: silent" not in bank.skipped
+    assert len(bank.waves) + len(bank.skipped) == 8 * 21
