@@ -69,7 +69,7 @@ def encode_files(model: MARL, files: list[Path], hop_seconds: float | None = Non
     import pandas as pd
     from tqdm import tqdm
 
-    from marl.sources import read_audio
+    from marl.notes import read_audio
 
     frames = []
     for file in tqdm(files, desc="encode", unit="file", disable=not progress, file=sys.stderr):
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.hop is not None and not args.hop > 0:
         raise UserError("--hop: must be > 0 seconds")
-    from marl.sources import check_audio
+    from marl.notes import check_audio
 
     files = [Path(a) for a in args.audio]
     check_audio(files)

@@ -17,6 +17,7 @@ seconds (past the attack, inside the sustain). No note feeds two splits (marl/sp
 - folder: `data_dir/labels.csv` with columns file, timbre (or instrument) and pitch; the files
   are any audio soundfile reads (WAV, FLAC, OGG, MP3), paths relative to data_dir.
 
+Notes are NoteBanks (marl/notes.py); SoundFont rendering lives in marl/soundfont.py.
 `python -m marl.sources export-nsynth OUT` writes soundfont notes in NSynth's layout (a fixture
 for the nsynth source, and a way to hand them to other tools), `--splits` in NSynth's three
 split folders.
@@ -26,172 +27,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from marl import splits
-from marl.config import (NSYNTH_FAMILIES, PROGRAM_NAMES, Config, parse_list, parse_programs,
-                         parse_velocities)
+from marl.config import NSYNTH_FAMILIES, Config, parse_list, parse_programs, parse_velocities
 from marl.errors import UserError, exit_on_user_error
-
-PROGRAMS = tuple(PROGRAM_NAMES.values())  # the default programs, named by PROGRAM_NAMES
-LOWEST_PITCH = 60
-NOTE_SECONDS = 1.0
-ONSET_SKIP, OFFSET_MAX = 0.05, 0.6  # seconds: where clips may start inside a note
-# A note is unusable this far below the font's median note level (RMS past the onset), or when
-# all zeros. Each log-mel is floored 80 dB below its own peak and normalised anyway, so a quiet
-# note is still an example: FluidR3_GM's vibraphone at MIDI 80, velocity 64, sits ~30 dB below.
-QUIET_DB = 60.0
-CLIP_PEAK = 0.999
-GM_TO_NSYNTH_FAMILY = {0: "keyboard", 1: "mallet", 2: "organ", 3: "guitar", 4: "string", 5: "string",
-                       7: "brass", 8: "reed", 9: "flute"}  # GM family (program // 8) -> NSynth's
-
-
-@dataclass
-class NoteBank:
-    """Notes as mono waveforms (one tensor each, at the config's sample rate) and their labels:
-    `timbre` and `pitch_class` (class indices), plus other factors, each (n_notes,). `split`:
-    each note's split id (marl.splits.SPLIT_IDS) where the data fix it (NSynth's own folders);
-    `midi`: the MIDI pitch of each pitch class; `skipped`: notes left out, and why."""
-
-    waves: list[torch.Tensor]
-    factors: dict[str, torch.Tensor]
-    n_classes: dict[str, int]
-    midi: list[int]
-    split: torch.Tensor | None = None
-    skipped: tuple[str, ...] = ()
-
-    def subset(self, keep: torch.Tensor) -> "NoteBank":
-        index = keep.nonzero().squeeze(1)
-        return NoteBank([self.waves[i] for i in index.tolist()], {k: v[index] for k, v in self.factors.items()},
-                        self.n_classes, self.midi, None if self.split is None else self.split[index], self.skipped)
-
-
-# ---------------------------------------------------------------- audio
-def _mono(data, rate: int, sample_rate: int) -> torch.Tensor:
-    """soundfile's (samples, channels) array -> mono float32 at sample_rate."""
-    import torchaudio
-
-    wave = torch.from_numpy(data).mean(1)
-    return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
-
-
-def _unreadable(path, err: Exception) -> UserError:
-    return UserError(f"{path}: not readable audio ({str(err).splitlines()[0][:120]})")
-
-
-def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    """Any file soundfile reads, mixed to mono and resampled: (n_samples,) float32."""
-    import soundfile
-
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError) as err:  # soundfile.LibsndfileError is a RuntimeError
-        raise _unreadable(path, err) from None
-    return _mono(data, rate, sample_rate)
-
-
-def check_audio(paths: list[Path]) -> None:
-    """Fail in one line, before any work, on a missing or unreadable audio file (header only)."""
-    import soundfile
-
-    for path in paths:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such audio file")
-        try:
-            soundfile.info(str(path))
-        except (OSError, RuntimeError) as err:
-            raise _unreadable(path, err) from None
-
-
-def decode_wav(data: bytes, sample_rate: int) -> torch.Tensor:
-    import soundfile
-
-    return _mono(*soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True), sample_rate)
-
-
-# ---------------------------------------------------------------- soundfont
-def default_soundfont() -> Path:
-    import pretty_midi
-
-    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-
-
-def soundfont_path(cfg: Config) -> Path:
-    path = Path(cfg.soundfont) if cfg.soundfont else default_soundfont()
-    if not path.is_file():
-        raise UserError(f"soundfont: no such file {path}")
-    return path
-
-
-def note_midi(program: int, pitch: int, velocity: int, seconds: float = NOTE_SECONDS) -> bytes:
-    """A one-note MIDI file: the program, then the note held for `seconds`."""
-    import mido
-
-    song = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks a second
-    track = mido.MidiTrack()
-    song.tracks.append(track)
-    track.append(mido.Message("program_change", program=program, channel=0, time=0))
-    track.append(mido.Message("note_on", note=pitch, velocity=velocity, channel=0, time=0))
-    track.append(mido.Message("note_off", note=pitch, velocity=0, channel=0, time=round(960 * seconds)))
-    out = io.BytesIO()
-    song.save(file=out)
-    return out.getvalue()
-
-
-def program_names(programs: tuple[int, ...]) -> tuple[str, ...]:
-    """Ours where we have one (piano, violin, …), else pretty-midi's GM name."""
-    import pretty_midi
-
-    ours = {v: k for k, v in PROGRAM_NAMES.items()}
-    return tuple(ours.get(p, pretty_midi.program_to_instrument_name(p)) for p in programs)
-
-
-def render_note(font: bytes, program: int, pitch: int, velocity: int, sample_rate: int) -> torch.Tensor:
-    import midirenderer
-
-    return decode_wav(midirenderer.render_wave_from(font, note_midi(program, pitch, velocity)), sample_rate)
-
-
-def note_problems(rms: torch.Tensor, peak: torch.Tensor) -> list[str]:
-    """Why each note is unusable ("silent", "clipped") or "" when it is usable: silent is all
-    zeros or QUIET_DB below the median RMS of the font's non-zero notes."""
-    audible = rms[peak > 0]
-    floor = float(audible.median()) * 10 ** (-QUIET_DB / 20) if audible.numel() else float("inf")
-    return ["silent" if p == 0 or r < floor else "clipped" if p >= CLIP_PEAK else ""
-            for r, p in zip(rms.tolist(), peak.tolist())]
-
-
-def soundfont_bank(cfg: Config, progress: bool = True) -> NoteBank:
-    from tqdm import tqdm
-
-    font = soundfont_path(cfg).read_bytes()
-    programs, velocities = parse_programs(cfg.programs), parse_velocities(cfg.velocities)
-    notes = [(i, p, v) for i in range(len(programs)) for p in range(cfg.n_pitch_classes) for v in velocities]
-    waves = [render_note(font, programs[i], LOWEST_PITCH + p, v, cfg.sample_rate)
-             for i, p, v in tqdm(notes, desc="render", unit="note", disable=not progress, leave=False)]
-    skip = int(ONSET_SKIP * cfg.sample_rate)
-    problems = note_problems(torch.stack([w[skip:].pow(2).mean().sqrt() for w in waves]),
-                             torch.stack([w.abs().max() for w in waves]))
-    skipped = tuple(f"program {programs[i]} pitch {LOWEST_PITCH + p} velocity {v}: {why}"
-                    for (i, p, v), why in zip(notes, problems) if why)
-    kept = {(i, p) for (i, p, _), why in zip(notes, problems) if not why}
-    for i, p in ((i, p) for i in range(len(programs)) for p in range(cfg.n_pitch_classes)):
-        if (i, p) not in kept:
-            raise UserError(f"soundfont: program {programs[i]} renders no usable note at pitch "
-                            f"{LOWEST_PITCH + p} (velocities {cfg.velocities}); drop it from programs")
-    notes, waves = zip(*[(n, w) for n, w, why in zip(notes, waves, problems) if not why])
-    col = lambda k: torch.tensor([n[k] for n in notes])  # noqa: E731
-    timbre, pitch_class = col(0), col(1)
-    return NoteBank(list(waves), {"timbre": timbre, "pitch_class": pitch_class,
-                                  "family": torch.tensor([programs[i] // 8 for i, _, _ in notes]),
-                                  "pitch": pitch_class + LOWEST_PITCH, "velocity": col(2)},
-                    {"timbre": len(programs), "pitch": cfg.n_pitch_classes},
-                    [LOWEST_PITCH + p for p in range(cfg.n_pitch_classes)], skipped=skipped)
+from marl.notes import NSYNTH_SPLITS, OFFSET_MAX, ONSET_SKIP, NoteBank, check_audio, read_audio
+from marl.soundfont import PROGRAMS, export_nsynth, soundfont_bank, soundfont_path
 
 
 # ---------------------------------------------------------------- nsynth and folder
@@ -225,8 +70,6 @@ def draw(items: list, cfg: Config) -> list:
     return [items[i] for i in sorted(keep.tolist())]
 
 
-# NSynth's own split folders, and the split each one is
-NSYNTH_SPLITS = {"nsynth-train": "train", "nsynth-valid": "val", "nsynth-test": "test"}
 
 
 def nsynth_notes(folder: Path, cfg: Config) -> list[tuple]:
@@ -348,44 +191,6 @@ def pair_split(bank: NoteBank, n_pairs: int, cfg: Config, gen: torch.Generator,
     factors = {k: v[notes_t] for k, v in bank.factors.items()}
     factors["offset"] = offsets
     return spec, factors
-
-
-# ---------------------------------------------------------------- export
-def export_nsynth(out: Path, cfg: Config, pitches: int = 3, programs: tuple[int, ...] = PROGRAMS[:3],
-                  velocities: tuple[int, ...] = (100,), official_splits: bool = False) -> int:
-    """Soundfont notes in NSynth's layout (16 kHz, 4 s like NSynth): `programs` at `pitches`
-    pitches from MIDI 60, each at `velocities`. With official_splits, NSynth's three folders,
-    instruments dealt between them as NSynth does (none in two; marl.splits.deal by family).
-    Returns the number of notes."""
-    import soundfile
-
-    font = soundfont_path(cfg).read_bytes()
-    family = [GM_TO_NSYNTH_FAMILY.get(p // 8, "synth_lead") for p in programs]
-    where = [""] * len(programs)
-    if official_splits:
-        ids = splits.deal(family, torch.Generator().manual_seed(cfg.data_seed)).tolist()
-        names = {v: k for k, v in NSYNTH_SPLITS.items()}
-        where = [names[{0: "train", 1: "test", 2: "val"}[i]] for i in ids]
-    examples: dict[str, dict] = {name: {} for name in set(where)}
-    for i, program in enumerate(programs):
-        folder = out / where[i]
-        (folder / "audio").mkdir(parents=True, exist_ok=True)
-        instrument = f"{family[i]}_synthetic_{i:03d}"
-        for pitch in range(LOWEST_PITCH, LOWEST_PITCH + pitches):
-            for velocity in velocities:
-                name = f"{instrument}-{pitch:03d}-{velocity:03d}"
-                wave = render_note(font, program, pitch, velocity, 16000)
-                soundfile.write(str(folder / "audio" / f"{name}.wav"), torch.nn.functional.pad(
-                    wave, (0, max(0, 64000 - wave.numel())))[:64000].numpy(), 16000)
-                examples[where[i]][name] = {
-                    "note_str": name, "instrument": i, "instrument_str": instrument,
-                    "instrument_family": NSYNTH_FAMILIES.index(family[i]), "instrument_family_str": family[i],
-                    "instrument_source": 2, "instrument_source_str": "synthetic", "pitch": pitch,
-                    "velocity": velocity, "sample_rate": 16000, "qualities": [0] * 10, "qualities_str": []}
-    for name, notes in examples.items():
-        (out / name / "audio").mkdir(parents=True, exist_ok=True)
-        (out / name / "examples.json").write_text(json.dumps(notes, indent=2))
-    return sum(len(notes) for notes in examples.values())
 
 
 def main(argv=None) -> None:

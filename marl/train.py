@@ -288,7 +288,7 @@ def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, laten
 def timbre_names(cfg: Config) -> tuple | None:
     from marl.config import parse_programs
     from marl.data import TIMBRES
-    from marl.sources import program_names
+    from marl.soundfont import program_names
 
     if cfg.source == "soundfont":
         return program_names(parse_programs(cfg.programs))

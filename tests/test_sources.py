@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import marl
-from marl import sources
+from marl import soundfont, sources
 from marl.config import Config
 from marl.data import load_dataset
 from marl.encode import frame
@@ -70,11 +70,11 @@ def test_train_on_soundfont_notes_end_to_end(soundfont_run):
     data = load_dataset(Config.from_dict({"source": "soundfont", "n_train_pairs": 256, "n_test_pairs": 96,
                                           "n_val_pairs": 96, "batch_size": 64, "velocities": "64,96,127"}),
                         root / "cache")
-    assert data.n_classes == {"timbre": len(sources.PROGRAMS), "pitch": 21}
+    assert data.n_classes == {"timbre": len(soundfont.PROGRAMS), "pitch": 21}
     f = data.train.factors
     assert {"timbre", "family", "pitch", "pitch_class", "velocity", "offset"} <= set(f)
     assert (f["timbre"][:, 0] == f["timbre"][:, 1]).all() and (f["pitch"][:, 0] != f["pitch"][:, 1]).all()
-    assert set(f["timbre"].unique().tolist()) == set(range(len(sources.PROGRAMS)))
+    assert set(f["timbre"].unique().tolist()) == set(range(len(soundfont.PROGRAMS)))
     assert f["pitch"].min() >= 60 and f["pitch"].max() <= 80
     assert set(f["velocity"].unique().tolist()) <= {64, 96, 127}
     assert "chroma accuracy" in proc.stdout and metrics["chroma/test/mlp/private"] + 1e-6 >= metrics["probe/test/mlp/private/pitch"]
@@ -196,18 +196,18 @@ def test_a_note_is_unusable_only_when_silent_beside_the_fonts_level_or_clipped()
     rms = torch.tensor([0.1, 0.1, 0.1, 0.1, 2e-4, 5e-5, 0.0])  # median of the audible ones: 0.1
     peak = torch.tensor([0.5, 0.5, 0.5, 1.0, 1e-3, 1e-4, 0.0])
     # -54 dB is kept (an absolute 1e-3 threshold would have dropped it); -66 dB and zeros are silent
-    assert sources.note_problems(rms, peak) == ["", "", "", "clipped", "", "silent", "silent"]
-    assert sources.note_problems(torch.zeros(2), torch.zeros(2)) == ["silent", "silent"]
+    assert soundfont.note_problems(rms, peak) == ["", "", "", "clipped", "", "silent", "silent"]
+    assert soundfont.note_problems(torch.zeros(2), torch.zeros(2)) == ["silent", "silent"]
 
 
 @pytest.fixture(scope="module")
 def fixture_font(tmp_path_factory):
     """Program 0 loud, 1 quiet (-32 dB: some notes below the old absolute threshold), 2 truly silent below
     velocity 65, 3 silent above MIDI 61."""
-    from tests.sf2 import Voice, soundfont
+    from tests.sf2 import Voice, soundfont as sf2
 
     path = tmp_path_factory.mktemp("font") / "fixture.sf2"
-    path.write_bytes(soundfont([Voice(), Voice(attenuation_cb=800), Voice(velocities=(65, 127)), Voice(keys=(0, 61))]))
+    path.write_bytes(sf2([Voice(), Voice(attenuation_cb=800), Voice(velocities=(65, 127)), Voice(keys=(0, 61))]))
     return path
 
 
@@ -220,13 +220,13 @@ def font_cfg(font, **changes):
 def test_a_font_with_a_quiet_and_a_silent_note_skips_and_names_the_silent_one(fixture_font):
     from marl.errors import UserError
 
-    bank = sources.soundfont_bank(font_cfg(fixture_font, programs="0,1,2"), progress=False)
+    bank = soundfont.soundfont_bank(font_cfg(fixture_font, programs="0,1,2"), progress=False)
     assert len(bank.waves) == 3 * 3 * 3 - 3  # program 2's velocity-64 notes only
     assert bank.skipped == tuple(f"program 2 pitch {p} velocity 64: silent" for p in (60, 61, 62))
     quiet = bank.factors["timbre"] == 1
     assert quiet.sum() == 9 and min(float(bank.waves[i].pow(2).mean().sqrt()) for i in quiet.nonzero()[:, 0]) < 1e-3
     with pytest.raises(UserError, match="program 3 renders no usable note at pitch 62"):
-        sources.soundfont_bank(font_cfg(fixture_font, programs="0,3"), progress=False)
+        soundfont.soundfont_bank(font_cfg(fixture_font, programs="0,3"), progress=False)
 
 
 def clip_notes(split, key=("note",)) -> set:
@@ -338,7 +338,7 @@ def test_bad_nsynth_layout_or_fields_are_one_line_exit_2(nsynth_splits_dir, tmp_
 def test_debians_default_gm_font_renders_every_default_program():
     cfg = Config.from_dict({"source": "soundfont", "soundfont": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
                             "velocities": "64"})
-    bank = sources.soundfont_bank(cfg, progress=False)  # raises if a (program, pitch) has no note
+    bank = soundfont.soundfont_bank(cfg, progress=False)  # raises if a (program, pitch) has no note
     # the vibraphone's MIDI 80 at velocity 64 (RMS ~1e-3, -50 dBFS) aborted the old absolute check
     assert "program 11 pitch 80 velocity 64: silent" not in bank.skipped
     assert len(bank.waves) + len(bank.skipped) == 8 * 21
