@@ -98,7 +98,8 @@ class Config:
     # splits keep three for training and hold one out for test and one for val (CHOSEN)
     velocities: str = "48,64,80,96,127"
     # "note": no note in two splits (marl/splits.py); "instrument": no instrument in two, so
-    # test instruments are unseen (HEAR's nsynth pitch protocol; timbre is then scored as family)
+    # test instruments are unseen (HEAR's nsynth pitch protocol; timbre is then scored as family).
+    # NSynth's own split folders, where data_dir has them, are the splits whatever this says
     split_by: str = "note"
     max_notes: int = 0  # nsynth, folder: at most this many notes (per split folder), a seeded draw; 0 = all
     families: str = ""  # nsynth: keep only these instrument families, comma-separated; "" = all

@@ -118,18 +118,27 @@ def chance_corrected(accuracy: float, chance_rate: float) -> float:
     return (accuracy - chance_rate) / (1.0 - chance_rate)
 
 
+def _mean_of_scored(terms: list[float]) -> float:
+    """The mean of the terms that could be scored: a task that is not applicable (timbre on
+    unseen instruments of unrelated families: NaN probes) drops out instead of voiding the score."""
+    scored = [t for t in terms if t == t]
+    return sum(scored) / len(scored) if scored else float("nan")
+
+
 def separation_score(metrics: dict, split: str = "test", kind: str = "mlp") -> float:
     """Chance-corrected ((shared→timbre − private→timbre) + (private→pitch − shared→pitch)) / 2,
-    each accuracy against its `chance` entry in metrics. 1 is perfect, 0 no separation."""
+    each accuracy against its `chance` entry in metrics. 1 is perfect, 0 no separation. Where
+    timbre cannot be scored, the pitch term alone."""
     cc = {(latent, task): chance_corrected(metrics[probe(latent, task, split, kind)],
                                            metrics[chance(latent, task, split)])
           for latent in SUBSPACES for task in TASKS}
-    return ((cc["shared", "timbre"] - cc["private", "timbre"])
-            + (cc["private", "pitch"] - cc["shared", "pitch"])) / 2
+    return _mean_of_scored([cc["shared", "timbre"] - cc["private", "timbre"],
+                            cc["private", "pitch"] - cc["shared", "pitch"]])
 
 
 def leakage_score(metrics: dict, split: str = "test", kind: str = "mlp") -> float:
     """Chance-corrected (private→timbre + shared→pitch) / 2: what each subspace knows that it
-    should not; 0 is none."""
-    return (chance_corrected(metrics[probe("private", "timbre", split, kind)], metrics[chance("private", "timbre", split)])
-            + chance_corrected(metrics[probe("shared", "pitch", split, kind)], metrics[chance("shared", "pitch", split)])) / 2
+    should not; 0 is none. Where timbre cannot be scored, shared→pitch alone."""
+    return _mean_of_scored([
+        chance_corrected(metrics[probe("private", "timbre", split, kind)], metrics[chance("private", "timbre", split)]),
+        chance_corrected(metrics[probe("shared", "pitch", split, kind)], metrics[chance("shared", "pitch", split)])])

@@ -28,8 +28,9 @@ NOTE_SECONDS = 1.0
 # note is still an example: FluidR3_GM's vibraphone at MIDI 80, velocity 64, sits ~30 dB below.
 QUIET_DB = 60.0
 CLIP_PEAK = 0.999
-GM_TO_NSYNTH_FAMILY = {0: "keyboard", 1: "mallet", 2: "organ", 3: "guitar", 4: "string", 5: "string",
-                       7: "brass", 8: "reed", 9: "flute"}  # GM family (program // 8) -> NSynth's
+# GM family (program // 8) -> NSynth's; the rest (synth pads, effects, ethnic, percussive) -> synth_lead
+GM_TO_NSYNTH_FAMILY = {0: "keyboard", 1: "mallet", 2: "organ", 3: "guitar", 4: "bass", 5: "string",
+                       6: "string", 7: "brass", 8: "reed", 9: "flute", 10: "synth_lead"}
 
 
 def default_soundfont() -> Path:
@@ -112,11 +113,12 @@ def soundfont_bank(cfg: Config, progress: bool = True) -> NoteBank:
 
 
 def export_nsynth(out: Path, cfg: Config, pitches: int = 3, programs: tuple[int, ...] = PROGRAMS[:3],
-                  velocities: tuple[int, ...] = (100,), official_splits: bool = False) -> int:
+                  velocities: tuple[int, ...] = (100,), official_splits: bool = False) -> tuple[int, tuple[str, ...]]:
     """Soundfont notes in NSynth's layout (16 kHz, 4 s like NSynth): `programs` at `pitches`
     pitches from MIDI 60, each at `velocities`. With official_splits, NSynth's three folders,
     instruments dealt between them as NSynth does (none in two; marl.splits.deal by family).
-    Returns the number of notes."""
+    Notes that render silent or clipped (`note_problems`) are left out. Returns the number of
+    notes written and the ones left out."""
     import soundfile
 
     font = soundfont_path(cfg).read_bytes()
@@ -126,23 +128,29 @@ def export_nsynth(out: Path, cfg: Config, pitches: int = 3, programs: tuple[int,
         ids = splits.deal(family, torch.Generator().manual_seed(cfg.data_seed)).tolist()
         names = {v: k for k, v in NSYNTH_SPLITS.items()}
         where = [names[{0: "train", 1: "test", 2: "val"}[i]] for i in ids]
+    notes = [(i, pitch, velocity) for i in range(len(programs))
+             for pitch in range(LOWEST_PITCH, LOWEST_PITCH + pitches) for velocity in velocities]
+    waves = [torch.nn.functional.pad(w, (0, max(0, 64000 - w.numel())))[:64000]
+             for w in (render_note(font, programs[i], p, v, 16000) for i, p, v in notes)]
+    skip = int(ONSET_SKIP * 16000)
+    problems = note_problems(torch.stack([w[skip:].pow(2).mean().sqrt() for w in waves]),
+                             torch.stack([w.abs().max() for w in waves]))
     examples: dict[str, dict] = {name: {} for name in set(where)}
-    for i, program in enumerate(programs):
+    for (i, pitch, velocity), wave, why in zip(notes, waves, problems):
+        if why:
+            continue
         folder = out / where[i]
         (folder / "audio").mkdir(parents=True, exist_ok=True)
         instrument = f"{family[i]}_synthetic_{i:03d}"
-        for pitch in range(LOWEST_PITCH, LOWEST_PITCH + pitches):
-            for velocity in velocities:
-                name = f"{instrument}-{pitch:03d}-{velocity:03d}"
-                wave = render_note(font, program, pitch, velocity, 16000)
-                soundfile.write(str(folder / "audio" / f"{name}.wav"), torch.nn.functional.pad(
-                    wave, (0, max(0, 64000 - wave.numel())))[:64000].numpy(), 16000)
-                examples[where[i]][name] = {
-                    "note_str": name, "instrument": i, "instrument_str": instrument,
-                    "instrument_family": NSYNTH_FAMILIES.index(family[i]), "instrument_family_str": family[i],
-                    "instrument_source": 2, "instrument_source_str": "synthetic", "pitch": pitch,
-                    "velocity": velocity, "sample_rate": 16000, "qualities": [0] * 10, "qualities_str": []}
-    for name, notes in examples.items():
+        name = f"{instrument}-{pitch:03d}-{velocity:03d}"
+        soundfile.write(str(folder / "audio" / f"{name}.wav"), wave.numpy(), 16000)
+        examples[where[i]][name] = {
+            "note_str": name, "instrument": i, "instrument_str": instrument,
+            "instrument_family": NSYNTH_FAMILIES.index(family[i]), "instrument_family_str": family[i],
+            "instrument_source": 2, "instrument_source_str": "synthetic", "pitch": pitch,
+            "velocity": velocity, "sample_rate": 16000, "qualities": [0] * 10, "qualities_str": []}
+    for name, found in examples.items():
         (out / name / "audio").mkdir(parents=True, exist_ok=True)
-        (out / name / "examples.json").write_text(json.dumps(notes, indent=2))
-    return sum(len(notes) for notes in examples.values())
+        (out / name / "examples.json").write_text(json.dumps(found, indent=2))
+    skipped = tuple(f"program {programs[i]} pitch {p} velocity {v}: {why}" for (i, p, v), why in zip(notes, problems) if why)
+    return sum(len(found) for found in examples.values()), skipped

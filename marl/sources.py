@@ -217,10 +217,12 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     check_writable(out, "out")
-    n = export_nsynth(out, Config.from_dict({"soundfont": args.soundfont}), args.pitches, programs,
-                      velocities, args.splits)
+    n, skipped = export_nsynth(out, Config.from_dict({"soundfont": args.soundfont}), args.pitches, programs,
+                               velocities, args.splits)
     layout = "nsynth-{train,valid,test}/" if args.splits else "examples.json, audio/"
     print(f"{n} notes in NSynth's layout: {out}/ ({layout})")
+    if skipped:
+        print(f"{len(skipped)} note(s) left out: " + "; ".join(skipped))
 
 
 if __name__ == "__main__":

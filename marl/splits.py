@@ -12,6 +12,9 @@ NSynth pitch protocol). Both use one rule, `deal`:
   items go to test, k to val and the rest to train;
 - smaller groups are pooled into one group and dealt the same way (a pool under three
   items goes to train).
+
+With `split_by: note`, an instrument whose notes were all pooled and held out gets one back in
+train, so every held-out instrument is one training has heard and timbre stays scorable.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ def note_splits(factors: dict[str, torch.Tensor], split_by: str, gen: torch.Gene
     """Split id of each note of a bank (factors: per-note `timbre`, `pitch_class`, maybe `family`)."""
     timbre, pitch = factors["timbre"].tolist(), factors["pitch_class"].tolist()
     if split_by == "note":
-        return deal(list(zip(timbre, pitch)), gen)
+        out = deal(list(zip(timbre, pitch)), gen)
+        for t in sorted(set(timbre)):
+            mine = [i for i, x in enumerate(timbre) if x == t]
+            if all(out[i] != SPLIT_IDS["train"] for i in mine):
+                out[mine[0]] = SPLIT_IDS["train"]
+        return out
     instruments = sorted(set(timbre))
     family = dict(zip(timbre, factors["family"].tolist())) if "family" in factors else {}
     per_instrument = deal([family.get(t) for t in instruments], gen)

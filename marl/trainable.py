@@ -146,6 +146,8 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
     granted = ray.get_runtime_context().get_assigned_resources()  # this run's, resumed or not
     torch.set_num_threads(cfg.threads or max(1, int(granted.get("CPU", 1))))
     data = load_dataset(cfg)  # built once per node, shared through the on-disk cache
+    if data.skipped:  # into the trial's log: the sweep goes on with the notes that are usable
+        print(f"marl: {cfg.source}: {len(data.skipped)} note(s) skipped: " + "; ".join(data.skipped), file=sys.stderr)
     device = trial_device(cfg.device)
     trainer = Trainer(cfgs, data, device)
     diverged: dict[int, int] = {}

@@ -96,6 +96,10 @@ def test_separation_and_leakage_are_chance_corrected():
     # skewed classes: a probe that only predicts the majority class (rate .6) scores 0
     skewed = _accuracies(0.6, 0.6, 0.6, 0.6, chance={"timbre": 0.6, "pitch": 0.6})
     assert names.leakage_score(skewed) == pytest.approx(0.0)
+    # timbre not applicable (unseen instruments, NaN probes): the pitch term alone, not NaN
+    nan = float("nan")
+    no_timbre = _accuracies(nan, nan, 1.0, 0.5 + 0.5 / 21, chance={"timbre": nan, "pitch": 1 / 21})
+    assert names.separation_score(no_timbre) == pytest.approx(0.5) and names.leakage_score(no_timbre) == pytest.approx(0.5)
 
 
 def _pairs_split(n: int, seed: int = 0):

@@ -269,6 +269,25 @@ def test_dealing_holds_out_a_fifth_of_each_group_and_pools_small_ones():
     assert deal(["x", "x"], torch.Generator().manual_seed(0)).tolist() == [0, 0]  # too few to hold out
 
 
+def test_every_instrument_keeps_a_training_note_when_each_pitch_has_one_note():
+    from marl.splits import note_splits
+
+    # a folder of one file per (instrument, pitch): every group pooled, dealt at random
+    factors = {"timbre": torch.arange(10).repeat_interleave(3), "pitch_class": torch.arange(3).repeat(10)}
+    for seed in range(20):
+        split = note_splits(factors, "note", torch.Generator().manual_seed(seed))
+        assert set(factors["timbre"][split == 0].tolist()) == set(range(10)), seed
+        assert (split != 0).sum() >= 8  # still about two fifths held out
+
+
+def test_export_leaves_out_a_note_that_renders_silent(fixture_font, tmp_path):
+    proc = cli("marl.sources", "export-nsynth", str(tmp_path / "ns"), "--soundfont", str(fixture_font),
+               "--programs", "0,2", "--velocities", "64,100", "--pitches", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "6 notes" in proc.stdout and "2 note(s) left out: program 2 pitch 60 velocity 64: silent" in proc.stdout
+    assert len(json.loads((tmp_path / "ns" / "examples.json").read_text())) == 6
+
+
 def test_instrument_split_scores_pitch_and_chroma_on_unseen_instruments(nsynth_dir, tmp_path):
     proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(nsynth_dir), "--split-by", "instrument",
                "--epochs", "1", *TINY, "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
@@ -298,10 +317,12 @@ def test_nsynths_own_split_folders_are_the_splits(nsynth_splits_dir, tmp_path):
     from marl.data import generate
 
     data = generate(cfg)
-    for split, folder in (("train", "nsynth-train"), ("val", "nsynth-valid"), ("test", "nsynth-test")):
-        names = {e["instrument_str"] for e in json.loads((nsynth_splits_dir / folder / "examples.json").read_text()).values()}
-        got = set(data.__dict__[split].factors["timbre"].unique().tolist())
-        assert len(got) == len(names), split  # every instrument of the folder, and only those
+    folders = {split: {e["instrument_str"] for e in json.loads((nsynth_splits_dir / folder / "examples.json").read_text()).values()}
+               for split, folder in (("train", "nsynth-train"), ("val", "nsynth-valid"), ("test", "nsynth-test"))}
+    instruments = sorted(set().union(*folders.values()))  # timbre classes: the sorted instrument names
+    for split, names in folders.items():
+        got = {instruments[t] for t in getattr(data, split).factors["timbre"].unique().tolist()}
+        assert got == names, split  # every instrument of the folder, and only those
     assert data.tasks["timbre"] == "family"
     # max_notes draws the same notes every time, fewer than there are
     few = sources.nsynth_bank(cfg.replace(max_notes=5))
