@@ -157,7 +157,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
     keys = [(i, latent, task) for i in range(len(models)) for latent in names.LATENTS for task in tasks]
     classes = data.n_classes
     problems = [{**{s: (codes[i][s][latent], ys[s][latent][task]) for s in probes.SPLITS},
-                 "n_classes": classes[task]} for i, latent, task in keys]
+                 "n_classes": classes[task], "seed": cfgs[i].seed, "member": i} for i, latent, task in keys]
     nan = float("nan")
     chance = {names.chance(latent, task, split): majority_rate(ys["train"][latent][task], ys[split][latent][task])
               if task in tasks else nan for split in names.SPLITS for latent in names.LATENTS for task in names.TASKS}
@@ -168,7 +168,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
         m.update({names.chroma(latent, kind): nan for kind in names.PROBE_KINDS for latent in names.LATENTS})
     midi = np.asarray(data.midi)
     for kind in names.PROBE_KINDS:
-        for (i, latent, task), (val_acc, test_acc, pred) in zip(keys, probes.fit_many(kind, problems, device, cfgs[0].seed)):
+        for (i, latent, task), (val_acc, test_acc, pred) in zip(keys, probes.fit_many(kind, problems, device)):
             metrics[i][names.probe(latent, task, "val", kind)] = val_acc
             metrics[i][names.probe(latent, task, "test", kind)] = test_acc
             if task == "pitch" and len(midi):

@@ -11,8 +11,10 @@ D, fewer classes masked out of the softmax — and trained together on the train
   MLP_EPOCHS epochs; the weights of the epoch with the best validation accuracy are kept.
 
 Adam is element-wise and every problem trains the same number of epochs, so stacked problems
-train exactly as they would one at a time, whatever else is in the stack; each problem's codes
-are standardised with its own training statistics. `tests/test_probes.py`
+train as they would one at a time, whatever else is in the stack; each problem's codes are
+standardised with its own training statistics. Each member of a packed trial draws its MLPs'
+initialisation and batch order from a generator of its own seed (a "stream"), so its probes
+are those of its own run (tests/test_pack.py). `tests/test_probes.py`
 holds these probes to sklearn's LogisticRegression and MLPClassifier within ±0.03.
 """
 
@@ -114,22 +116,46 @@ def _mlp_logits(params, x, offset):
     return torch.baddbmm((b2 + offset)[:, None], h, w2)
 
 
-def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
+def _streams(p: int, seed, stream) -> list[tuple[int, list[int]]]:
+    """(seed, problem indices) of each random stream: problems of one stream (one member of a
+    packed trial) draw their initialisation and batch order from one generator, in order."""
+    seeds = [seed] * p if isinstance(seed, int) else list(seed)
+    keys = [0] * p if stream is None else list(stream)
+    out: dict = {}
+    for i, key in enumerate(keys):
+        out.setdefault(key, (seeds[i], []))[1].append(i)
+    return list(out.values())
+
+
+def fit_mlp(train, val, test, n_classes, seed=0, n_features=None, stream=None):
     """Batched one-hidden-layer MLPs, MLP_EPOCHS epochs, the best validation epoch kept; returns
     (val accuracy, test accuracy), each (P,), and the test predictions (P, N_test). n_features (P,): each problem's own code width
-    before zero-padding (for its initialisation scale); default: all D."""
+    before zero-padding (for its initialisation scale); default: all D. seed: one, or one per
+    problem; stream: which problems share a random stream (default: all one), so a packed
+    member's problems draw exactly what they draw in the member's own run."""
     (xt, yt), (xv, yv), (xs, ys) = train, val, test
     xt, xv, xs = standardise(xt, xv, xs)
     p, n, d = xt.shape
     dev = xt.device
     offset = _absent_offset(n_classes, int(n_classes.max()))
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    streams = [(torch.Generator(device=dev).manual_seed(s), index) for s, index in _streams(p, seed, stream)]
 
     n_features = torch.full((p,), d, device=dev) if n_features is None else n_features.to(dev)
 
     def glorot(rows, cols, fan_in, fan_out):  # sklearn's initialisation, each problem its own
         bound = (6 / (fan_in + fan_out)).sqrt().view(p, 1, 1)
-        return (torch.rand(p, rows, cols, generator=gen, device=dev) * 2 - 1) * bound
+        u = torch.empty(p, rows, cols, device=dev)
+        for gen, index in streams:
+            u[index] = torch.rand(len(index), rows, cols, generator=gen, device=dev)
+        return (u * 2 - 1) * bound
+
+    def batch_order() -> torch.Tensor:  # (n,) when one stream, else (P, n)
+        if len(streams) == 1:
+            return torch.randperm(n, generator=streams[0][0], device=dev)
+        order = torch.empty(p, n, dtype=torch.long, device=dev)
+        for gen, index in streams:
+            order[index] = torch.randperm(n, generator=gen, device=dev)
+        return order
 
     hidden = torch.full((p,), float(MLP_HIDDEN), device=dev)
     params = [glorot(d, MLP_HIDDEN, n_features.float(), hidden), torch.zeros(p, MLP_HIDDEN, device=dev),
@@ -145,8 +171,11 @@ def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
     best_val = torch.full((p,), -1.0, device=dev)
     batch = min(MLP_BATCH, n)
     for _ in range(MLP_EPOCHS):
-        perm = torch.randperm(n, generator=gen, device=dev)
-        x_epoch, y_epoch = xt[:, perm], yt[:, perm]  # one gather per epoch; batches are views
+        perm = batch_order()
+        if perm.dim() == 1:
+            x_epoch, y_epoch = xt[:, perm], yt[:, perm]  # one gather per epoch; batches are views
+        else:
+            x_epoch, y_epoch = xt.gather(1, perm[..., None].expand(-1, -1, d)), yt.gather(1, perm)
         for start in range(0, n, batch):
             x, y = x_epoch[:, start:start + batch], y_epoch[:, start:start + batch]
             loss = _cross_entropy(_mlp_logits(params, x, offset), y).sum()
@@ -166,16 +195,17 @@ def fit_mlp(train, val, test, n_classes, seed: int = 0, n_features=None):
         return best_val, (pred == ys).float().mean(-1), pred
 
 
-def fit(kind: str, train, val, test, n_classes, seed: int = 0, n_features=None):
+def fit(kind: str, train, val, test, n_classes, seed=0, n_features=None, stream=None):
     """(val accuracy, test accuracy, test predictions) of P stacked probes of one kind.
 
     train, val, test: ((P, N, D) float codes, (P, N) long labels); n_classes: (P,) long;
-    n_features: (P,) each problem's code width before zero-padding to D.
+    n_features: (P,) each problem's code width before zero-padding to D; seed, stream: fit_mlp's
+    (linear probes draw nothing at random).
     """
     if kind == "linear":
         return fit_linear(train, val, test, n_classes, seed)
     if kind == "mlp":
-        return fit_mlp(train, val, test, n_classes, seed, n_features)
+        return fit_mlp(train, val, test, n_classes, seed, n_features, stream)
     raise ValueError(f"unknown probe kind {kind!r}")
 
 
@@ -183,7 +213,8 @@ def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> li
     """(val accuracy, test accuracy, test predictions as a numpy array) of each problem, in order.
 
     A problem is a dict of numpy arrays {"train": (z, y), "val": (z, y), "test": (z, y)} and
-    "n_classes". Problems with the same row counts (and, for linear probes, class count) are
+    "n_classes", and optionally "seed" (default: `seed`) and "member" (problems of one member
+    share a random stream, so each member's probes are those of its own run). Problems with the same row counts (and, for linear probes, class count) are
     stacked and trained in one batched call on `device`, whatever model they come from.
     """
     groups: dict[tuple, list[int]] = {}
@@ -198,7 +229,8 @@ def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> li
                    stack([b[s][1] for b in batch], dtype=torch.long, device=device)) for s in SPLITS]
         n_classes = torch.tensor([b["n_classes"] for b in batch], device=device)
         n_features = torch.tensor([b["train"][0].shape[1] for b in batch], device=device)
-        val, test, pred = fit(kind, *splits, n_classes, seed, n_features)
+        seeds = [b.get("seed", seed) for b in batch]
+        val, test, pred = fit(kind, *splits, n_classes, seeds, n_features, [b.get("member", 0) for b in batch])
         for i, v, t, y in zip(members, val.tolist(), test.tolist(), pred.cpu().numpy()):
             out[i] = (v, t, y)
     return out

@@ -68,3 +68,21 @@ def test_packed_checkpoint_round_trip(members):
     b.load_state_dict(state)
     got = b.run_epoch()
     assert [g[names.loss("total")] for g in got] == pytest.approx([e[names.loss("total")] for e in expected], rel=1e-6)
+
+
+def test_packed_members_are_probed_as_in_their_own_runs(members):
+    """Each member's probes draw from its own seed: packed, its figures are its solo run's."""
+    cpu = torch.device("cpu")
+    data = load_dataset(members[0])
+    pair = [members[0], members[0].replace(gamma=0.5, seed=7)]  # the second seed must not borrow the first's
+    packed = Trainer(pair, data, cpu)
+    packed.run_epoch()
+    together = [m for m, _ in packed.evaluate()]
+    keys = [names.probe(latent, task, "test", kind) for latent in names.LATENTS for task in names.TASKS
+            for kind in names.PROBE_KINDS]
+    for cfg, metrics in zip(pair, together):
+        single = Trainer(cfg, data, cpu)
+        single.run_epoch()
+        alone = single.evaluate()[0][0]
+        for key in keys:
+            assert metrics[key] == pytest.approx(alone[key], abs=0.01), (cfg.seed, key)
