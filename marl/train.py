@@ -221,8 +221,9 @@ def is_finite(losses: dict[str, float]) -> bool:
 
 
 def train(cfg: Config, data: Dataset | None = None, progress: bool = True):
-    """Train for cfg.epochs and evaluate; returns (trainer, metrics, latents DataFrame, the
-    epochs' mean loss terms as a list of {"epoch", "loss/<term>"})."""
+    """Train for cfg.epochs and evaluate (also every cfg.eval_every epochs); returns (trainer,
+    metrics, latents DataFrame, the epochs' mean loss terms as a list of {"epoch", "loss/<term>"},
+    with each evaluation's scalars on the rows of the epochs it ran after)."""
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -238,8 +239,15 @@ def train(cfg: Config, data: Dataset | None = None, progress: bool = True):
         if not is_finite(losses):
             raise UserError(f"training diverged at epoch {trainer.epoch} (non-finite loss); "
                             "lower lr or the loss weights")
+        if cfg.eval_every and trainer.epoch % cfg.eval_every == 0 and trainer.epoch < cfg.epochs:
+            history[-1].update(evaluation_scalars(trainer.evaluate()[0][0]))
     metrics, latents = trainer.evaluate(with_umap=cfg.umap)[0]
+    history[-1].update(evaluation_scalars(metrics))
     return trainer, {**losses, **metrics}, latents, history
+
+
+def evaluation_scalars(metrics: dict) -> dict:
+    return {key: metrics[key] for key in names.eval_scalars() if key in metrics}
 
 
 # ---------------------------------------------------------------- command line

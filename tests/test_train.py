@@ -56,7 +56,8 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"gamma": 0.5, "umap": True}))
-    proc = run_cli(*TINY_FLAGS, "--config", str(cfg_file), "--gamma", "0.25", "--out", str(out), "--listen")
+    proc = run_cli(*TINY_FLAGS, "--config", str(cfg_file), "--gamma", "0.25", "--out", str(out), "--listen",
+                   "--eval-every", "1")
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["gamma"] == 0.25 and cfg["umap"] is True and cfg["latent_dim"] == 4  # flag beats file
@@ -83,6 +84,10 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     epochs = pd.read_parquet(out / "epochs.parquet")
     assert epochs["epoch"].tolist() == [1, 2] and epochs["loss/recon"].notna().all()
+    # --eval-every 1: probe figures after each epoch, the last one the final evaluation's
+    probe = names.probe("shared", "timbre", "test", "mlp")
+    assert epochs[probe].between(0, 1).all() and epochs[names.SEPARATION].notna().all()
+    assert epochs[probe].iloc[-1] == pytest.approx(metrics[probe])
     import soundfile
 
     for name in ("input_0", "reconstruction_0", "swap_A_private_B_shared_3"):  # --listen
