@@ -17,11 +17,12 @@ from marl.storage import is_local
 
 RESULTS_FILE = "results.parquet"
 EPOCHS_FILE = "epochs.parquet"
-METRIC_PREFIXES = ("probe", "separation", "leakage", "mi", "mi_mean", "mi_baseline", "mig", "loss")
+# every evaluation scalar's prefix (probe, chance, chroma, kl_exact, …), the per-dimension MI lists and losses
+METRIC_PREFIXES = tuple(sorted({k.split("/")[0] for k in names.eval_scalars()} | {"mi", "loss"}))
 SHARED_NAMES = ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads",
                 *names.TRIAL_TIMES)  # reported once per trial, true of every member
 METRIC_NAMES = (names.DIVERGED, "diverged_epoch", *SHARED_NAMES)
-EPOCH_PREFIXES = ("loss/", "probe/", "separation/", "leakage/", "mi_mean/", "mi_baseline/", "mig/")
+EPOCH_PREFIXES = tuple(f"{p}/" for p in METRIC_PREFIXES if p != "mi")  # MI lists: the last evaluation's only
 EPOCH_NAMES = ("epoch", names.DIVERGED, *names.TRIAL_TIMES)
 SUMMARY_COLUMNS = [names.probe("private", "timbre"), names.probe("shared", "timbre"),
                    names.probe("private", "pitch"), names.probe("shared", "pitch"), names.SEPARATION]

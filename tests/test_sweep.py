@@ -78,6 +78,9 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
         for task in names.TASKS:
             assert df[names.probe(latent, task)].between(0, 1).all()
     assert len(df["mi/timbre/shared"].iloc[0]) == 4  # one MI per latent dimension
+    # every scalar an evaluation reports is a column (chance rates and the exact KL were once left out)
+    assert set(names.eval_scalars()) <= set(df.columns)
+    assert df[names.chance("shared", "pitch")].between(0, 1).all() and df[names.kl_exact("fused", "dim_kl")].notna().all()
     epochs = pd.read_parquet(exp / "epochs.parquet")
     assert len(epochs) == 2 * 2 and {"trial", "epoch", "loss/recon"} <= set(epochs.columns)
     # where each trial's time went: training every epoch, evaluation at the end, a checkpoint between
