@@ -6,6 +6,8 @@ tables report) and kind `linear` (logistic regression) or `mlp`. Probes are alwa
 training clips. No torch or Ray here, so analysis can import it cheaply.
 """
 
+import math
+
 LATENTS = ("private", "shared", "both", "fused")  # fused: the pair's PoE code (spec §4, §6)
 TASKS = ("timbre", "pitch")
 FACTOR_OF_TASK = {"timbre": "timbre", "pitch": "pitch_class"}  # task -> factor column
@@ -121,7 +123,7 @@ def chance_corrected(accuracy: float, chance_rate: float) -> float:
 def _mean_of_scored(terms: list[float]) -> float:
     """The mean of the terms that could be scored: a task that is not applicable (timbre on
     unseen instruments of unrelated families: NaN probes) drops out instead of voiding the score."""
-    scored = [t for t in terms if t == t]
+    scored = [t for t in terms if not math.isnan(t)]
     return sum(scored) / len(scored) if scored else float("nan")
 
 
