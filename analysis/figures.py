@@ -77,7 +77,7 @@ def umap_for_trial(row: pd.Series, path_base, seed: int = 0) -> tuple[list[Path]
             emb[name] = latents[cols].to_numpy()
         else:
             emb[name] = plots.umap_embedding(codes, seed)
-    return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base), ""
+    return plots.umap_scatter(emb, latents["timbre"].to_numpy(), path_base, names=plots.timbre_names(latents)), ""
 
 
 def latent_size_curves(table: pd.DataFrame, path_base) -> list[Path]:

@@ -26,7 +26,7 @@ from marl.names import FACTOR_OF_TASK
 
 TIMBRES = ("sine", "triangle", "sawtooth", "square")
 SPLITS = ("train", "test", "val")
-CACHE_VERSION = 4  # bump when synthesis changes, so old caches are not reused
+CACHE_VERSION = 5  # bump when synthesis changes, so old caches are not reused
 
 
 def harmonic_amplitudes(timbre: int, n_harmonics: int) -> torch.Tensor:
@@ -118,6 +118,7 @@ class Dataset:
     tasks: dict[str, str] = dataclasses.field(default_factory=lambda: dict(FACTOR_OF_TASK))
     midi: list[int] = dataclasses.field(default_factory=list)  # MIDI pitch of each pitch class (real sources)
     skipped: tuple[str, ...] = ()  # notes a source left out, and why
+    timbre_names: tuple[str, ...] = TIMBRES  # the name of each timbre class (instrument for real sources)
 
 
 def sample_factors(n_pairs: int, cfg: Config, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -184,7 +185,7 @@ def generate(cfg: Config) -> Dataset:
         tasks = {**FACTOR_OF_TASK, "timbre": timbre_factor(bank.factors, split)}
         if tasks["timbre"] == "family":
             n_classes["timbre"] = int(bank.factors["family"].max()) + 1
-        extra = {"tasks": tasks, "midi": bank.midi, "skipped": bank.skipped}
+        extra = {"tasks": tasks, "midi": bank.midi, "skipped": bank.skipped, "timbre_names": bank.timbre_names}
     train_x = raw["train"][0]
     mean = train_x.mean(dim=(0, 1, 3))[:, None]
     std = train_x.std(dim=(0, 1, 3))[:, None].clamp_min(1e-6)
@@ -222,7 +223,7 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             data = generate(cfg)
             state = {"mean": data.mean, "std": data.std, "n_classes": data.n_classes,
                      "factors": list(data.train.factors), "tasks": data.tasks, "midi": data.midi,
-                     "skipped": list(data.skipped)}
+                     "skipped": list(data.skipped), "timbre_names": list(data.timbre_names)}
             for name in SPLITS:
                 split = getattr(data, name)
                 state.update({f"{name}_x": split.x, **{f"{name}_{k}": v for k, v in split.factors.items()}})
@@ -233,4 +234,5 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
     splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in state["factors"]})
               for name in SPLITS}
     return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"],
-                   tasks=state["tasks"], midi=state["midi"], skipped=tuple(state["skipped"]))
+                   tasks=state["tasks"], midi=state["midi"], skipped=tuple(state["skipped"]),
+                   timbre_names=tuple(state["timbre_names"]))

@@ -183,7 +183,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
     for m, member_codes, cfg, model in zip(metrics, codes, cfgs, models):
         m.update(information_metrics(member_codes["test"], labels(data.test, names.FACTOR_OF_TASK)["private"], cfg.seed))
         m.update(kl_diagnostics(model, cfg, data.train.x, device))
-        latents = latents_frame(data.test, member_codes["test"])
+        latents = latents_frame(data.test, member_codes["test"], data.timbre_names)
         if with_umap:
             from marl.plots import umap_embedding  # imports matplotlib and umap: only when asked for
 
@@ -249,11 +249,14 @@ def information_metrics(codes: dict[str, np.ndarray], task_labels: dict[str, np.
     return metrics
 
 
-def latents_frame(split: Split, codes: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per test clip; the fused code is the pair's, repeated on both of its clips."""
+def latents_frame(split: Split, codes: dict[str, np.ndarray], timbre_names=()) -> pd.DataFrame:
+    """One row per test clip, with its factors and its timbre's name (`timbre_name`, so every
+    figure can label the classes); the fused code is the pair's, repeated on both of its clips."""
     n = len(split)
     frame = {"pair": np.repeat(np.arange(n), 2), "view": np.tile([0, 1], n)}
     frame.update({k: v.reshape(-1).numpy() for k, v in split.factors.items()})
+    if len(timbre_names):
+        frame["timbre_name"] = np.asarray(timbre_names, dtype=object)[frame["timbre"]]
     for name in ("private", "shared", "fused"):
         values = np.repeat(codes[name], 2, axis=0) if name == "fused" else codes[name]
         for d in range(values.shape[1]):

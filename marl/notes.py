@@ -21,7 +21,8 @@ class NoteBank:
     """Notes as mono waveforms (one tensor each, at the config's sample rate) and their labels:
     `timbre` and `pitch_class` (class indices), plus other factors, each (n_notes,). `split`:
     each note's split id (marl.splits.SPLIT_IDS) where the data fix it (NSynth's own folders);
-    `midi`: the MIDI pitch of each pitch class; `skipped`: notes left out, and why."""
+    `midi`: the MIDI pitch of each pitch class; `skipped`: notes left out, and why;
+    `timbre_names`: the name of each timbre class."""
 
     waves: list[torch.Tensor]
     factors: dict[str, torch.Tensor]
@@ -29,11 +30,13 @@ class NoteBank:
     midi: list[int]
     split: torch.Tensor | None = None
     skipped: tuple[str, ...] = ()
+    timbre_names: tuple[str, ...] = ()
 
     def subset(self, keep: torch.Tensor) -> "NoteBank":
         index = keep.nonzero().squeeze(1)
         return NoteBank([self.waves[i] for i in index.tolist()], {k: v[index] for k, v in self.factors.items()},
-                        self.n_classes, self.midi, None if self.split is None else self.split[index], self.skipped)
+                        self.n_classes, self.midi, None if self.split is None else self.split[index], self.skipped,
+                        self.timbre_names)
 
 
 # ---------------------------------------------------------------- audio

@@ -14,7 +14,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 TIMBRE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
-TIMBRE_NAMES = ("sine", "triangle", "sawtooth", "square")
 FACTOR_LABELS = {"timbre": "Timbre", "pitch": "Frequency"}
 
 
@@ -60,13 +59,21 @@ def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
     return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
 
 
+def timbre_names(latents) -> tuple[str, ...] | None:
+    """Each timbre class's name from a latents frame's `timbre_name` column, where it has one."""
+    if "timbre_name" not in latents:
+        return None
+    pairs = latents[["timbre", "timbre_name"]].drop_duplicates().set_index("timbre")["timbre_name"]
+    return tuple(str(pairs.get(t, t)) for t in range(int(latents["timbre"].max()) + 1))
+
+
 def umap_scatter(embeddings: dict[str, np.ndarray], timbre: np.ndarray, path_base,
                  title: str = "", names: tuple | None = None) -> list[Path]:
     """UMAP scatters (one per latent set, e.g. private / both / shared) coloured by timbre.
-    names: one label per timbre class (default: the synthetic waveforms' names for 4 classes,
-    else the class numbers)."""
+    names: one label per timbre class (default: the class numbers; `timbre_names` of a latents
+    frame gives them)."""
     n = int(timbre.max()) + 1 if len(timbre) else 0
-    names = names or (TIMBRE_NAMES if n <= len(TIMBRE_NAMES) else tuple(str(t) for t in range(n)))
+    names = tuple(names) if names is not None and len(names) else tuple(str(t) for t in range(n))
     colours = TIMBRE_COLOURS if n <= len(TIMBRE_COLOURS) else plt.get_cmap("tab20").colors
     fig, axes = plt.subplots(1, len(embeddings), figsize=(3.2 * len(embeddings), 3.2),
                              constrained_layout=True, squeeze=False)

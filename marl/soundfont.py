@@ -109,7 +109,8 @@ def soundfont_bank(cfg: Config, progress: bool = True) -> NoteBank:
                                   "family": torch.tensor([programs[i] // 8 for i, _, _ in notes]),
                                   "pitch": pitch_class + LOWEST_PITCH, "velocity": col(2)},
                     {"timbre": len(programs), "pitch": cfg.n_pitch_classes},
-                    [LOWEST_PITCH + p for p in range(cfg.n_pitch_classes)], skipped=skipped)
+                    [LOWEST_PITCH + p for p in range(cfg.n_pitch_classes)], skipped=skipped,
+                    timbre_names=program_names(programs))
 
 
 def export_nsynth(out: Path, cfg: Config, pitches: int = 3, programs: tuple[int, ...] = PROGRAMS[:3],

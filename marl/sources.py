@@ -59,7 +59,7 @@ def labelled_bank(waves: list[torch.Tensor], timbres: list, pitches: list[int], 
     return NoteBank(waves, {"timbre": timbre, "pitch_class": pitch_class, "pitch": torch.tensor(pitches),
                             **{k: torch.tensor(v) for k, v in extra.items()}},
                     {"timbre": len(t_values), "pitch": len(p_values)}, list(p_values),
-                    None if split is None else torch.tensor(split))
+                    None if split is None else torch.tensor(split), timbre_names=tuple(map(str, t_values)))
 
 
 def draw(items: list, cfg: Config) -> list:

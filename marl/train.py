@@ -289,18 +289,8 @@ def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, laten
     plots.loss_curves(epochs, figures / "loss_curves")
     if cfg.umap:
         emb = {s: latents[[f"umap_{s}_x", f"umap_{s}_y"]].to_numpy() for s in ("private", "both", "shared")}
-        plots.umap_scatter(emb, latents["timbre"].to_numpy(), figures / "umap", names=timbre_names(cfg))
+        plots.umap_scatter(emb, latents["timbre"].to_numpy(), figures / "umap", names=plots.timbre_names(latents))
     write_listening(out, cfg, model, trainer.data, listen)
-
-
-def timbre_names(cfg: Config) -> tuple | None:
-    from marl.config import parse_programs
-    from marl.data import TIMBRES
-    from marl.soundfont import program_names
-
-    if cfg.source == "soundfont":
-        return program_names(parse_programs(cfg.programs))
-    return TIMBRES if cfg.source == "synth" else None
 
 
 def write_listening(out: Path, cfg: Config, model, data: Dataset, listen: bool, n: int = 4) -> None:

@@ -77,6 +77,7 @@ def test_train_on_soundfont_notes_end_to_end(soundfont_run):
     assert set(f["timbre"].unique().tolist()) == set(range(len(soundfont.PROGRAMS)))
     assert f["pitch"].min() >= 60 and f["pitch"].max() <= 80
     assert set(f["velocity"].unique().tolist()) <= {64, 96, 127}
+    assert set(pd.read_parquet(root / "R" / "latents.parquet")["timbre_name"]) == set(soundfont.program_names(soundfont.PROGRAMS))
     assert "chroma accuracy" in proc.stdout and metrics["chroma/test/mlp/private"] + 1e-6 >= metrics["probe/test/mlp/private/pitch"]
 
 
@@ -87,6 +88,13 @@ def test_nsynth_layout_trains_end_to_end(nsynth_dir, tmp_path):
                "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "R" / "model.pt").exists()
+    # class names travel with the data: each test clip is labelled with its instrument's name
+    latents = pd.read_parquet(tmp_path / "R" / "latents.parquet")
+    instruments = sorted({e["instrument_str"] for e in examples.values()})
+    assert all(instruments[t] == name for t, name in zip(latents["timbre"], latents["timbre_name"]))
+    from marl.plots import timbre_names
+
+    assert timbre_names(latents) == tuple(instruments[:len(timbre_names(latents))])
 
 
 def write_folder(root: Path, nsynth_dir: Path, rows=None, columns=("file", "instrument", "pitch")) -> Path:

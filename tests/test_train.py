@@ -77,6 +77,7 @@ def test_cli_end_to_end_writes_every_output(tmp_path):
     latents = pd.read_parquet(out / "latents.parquet")
     assert len(latents) == 2 * 96
     assert {"timbre", "pitch_class", "frequency", "amplitude", "private_0", "shared_3", "umap_shared_x"} <= set(latents.columns)
+    assert set(latents["timbre_name"]) == {"sine", "triangle", "sawtooth", "square"}  # the UMAP legend's labels
     state = torch.load(out / "model.pt", weights_only=True)
     assert "model" in state
     for fig in ("mi_heatmap", "umap", "loss_curves", "reconstructions", "swap"):
