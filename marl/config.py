@@ -85,7 +85,7 @@ class Config:
     probe_input: str = "mean"  # probe the posterior means ("mean") or one posterior sample ("sample")
     umap: bool = True  # UMAP embedding and figure at the end
     # --- data (spec §1); the dataset is a pure function of these fields (and of the files
-    # data_dir or soundfont name). Sources (marl/sources.py): synth (band-limited waveforms),
+    # data_dir or soundfont name). Sources (marl/sources.py, marl/soundfont.py): synth (band-limited waveforms),
     # soundfont (GM instruments rendered from a SoundFont), nsynth (NSynth layout), folder
     # (audio files + labels.csv)
     source: str = "synth"

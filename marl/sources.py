@@ -8,7 +8,7 @@ seconds (past the attack, inside the sustain). No note feeds two splits (marl/sp
 `split_by` note or instrument), so test clips come from notes training never heard.
 
 - soundfont: the GM programs of `cfg.programs` at MIDI pitches 60 … 60 + n_pitch_classes − 1
-  and the velocities of `cfg.velocities`, each rendered once (midirenderer, 48 kHz, 1 s held)
+  and the velocities of `cfg.velocities`, each rendered once (midirenderer, at the config's sample rate, 1 s held)
   from `cfg.soundfont`, by default the TimGM6mb.sf2 that pretty-midi ships. A note that renders
   silent beside the font's own level (QUIET_DB below its median note) or clipped is skipped and
   counted; only a (program, pitch) with no usable velocity left is an error.
@@ -203,7 +203,8 @@ def main(argv=None) -> None:
     exp.add_argument("--programs", default=",".join(map(str, PROGRAMS[:3])),
                      help="GM programs, numbers or names, comma-separated (default: %(default)s)")
     exp.add_argument("--pitches", type=int, default=3, help="pitches from MIDI 60 (default: 3)")
-    exp.add_argument("--velocities", default="100", help="MIDI velocities, comma-separated (default: 100)")
+    # three, so that note-disjoint splits hold one velocity of each (instrument, pitch) out for test and val
+    exp.add_argument("--velocities", default="64,100,127", help="MIDI velocities, comma-separated (default: %(default)s)")
     exp.add_argument("--splits", action="store_true",
                      help="write NSynth's nsynth-train/, nsynth-valid/ and nsynth-test/, no instrument in two")
     exp.add_argument("--soundfont", default="", help="an .sf2 file (default: pretty-midi's)")
