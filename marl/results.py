@@ -13,6 +13,7 @@ import search_spaces
 from marl import names
 from marl.errors import UserError
 from marl.files import replace_atomically
+from marl.provenance import KEYS as PROVENANCE, UNKNOWN
 from marl.storage import is_local
 
 RESULTS_FILE = "results.parquet"
@@ -20,7 +21,7 @@ EPOCHS_FILE = "epochs.parquet"
 # every evaluation scalar's prefix (probe, chance, chroma, kl_exact, …), the per-dimension MI lists and losses
 METRIC_PREFIXES = tuple(sorted({k.split("/")[0] for k in names.eval_scalars()} | {"mi", "loss"}))
 SHARED_NAMES = ("epoch", "node", "device", "restarts", "cpus", "gpus", "threads",
-                *names.TRIAL_TIMES)  # reported once per trial, true of every member
+                *names.TRIAL_TIMES, *PROVENANCE)  # reported once per trial, true of every member
 METRIC_NAMES = (names.DIVERGED, "diverged_epoch", *SHARED_NAMES)
 EPOCH_PREFIXES = tuple(f"{p}/" for p in METRIC_PREFIXES if p != "mi")  # MI lists: the last evaluation's only
 EPOCH_NAMES = ("epoch", names.DIVERGED, *names.TRIAL_TIMES)
@@ -160,7 +161,8 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
                        if k.split("/")[0] in METRIC_PREFIXES or k in METRIC_NAMES}
             checkpoint = checkpoint_uri(result.checkpoint) if result.checkpoint else None
             rows.append({"trial": name, "status": trial_status(result.error, metrics), "error": error,
-                         **{f"config/{k}": v for k, v in config.items()}, **metrics,
+                         **{f"config/{k}": v for k, v in config.items()},
+                         **dict.fromkeys(PROVENANCE, UNKNOWN), **metrics,  # a trial that never reported: unknown
                          "checkpoint": f"{checkpoint}/{prefix}".rstrip("/") if checkpoint else None})
             if frame is not None and len(frame):
                 own = pd.DataFrame(unprefixed({c: frame[c] for c in frame.columns}, prefix))
@@ -173,9 +175,25 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df, ep
 
 
+NOT_A_SETTING = ("config/seed", "config/data_seed", "config/threads")  # what repeats a setting
+
+
 def summary_table(df: pd.DataFrame) -> str:
-    varying = [c for c in df.columns if c.startswith("config/") and c != "config/threads"
+    """The paper's table: one row per setting (the config fields that vary, seeds aside), the
+    MLP probes' test accuracies as mean ± std over its finished seeds, and `n` = finished/all."""
+    varying = [c for c in df.columns if c.startswith("config/") and c not in NOT_A_SETTING
                and df[c].astype(str).nunique() > 1]
-    cols = ["status", *varying, *[c for c in SUMMARY_COLUMNS if c in df.columns]]
-    short = {c: c.replace("config/", "").replace(names.probe_prefix(), "") for c in cols}
-    return df[cols].rename(columns=short).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    metrics = [c for c in SUMMARY_COLUMNS if c in df.columns]
+    keys = df[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=df.index)
+    rows = []
+    for _, group in df.groupby(keys, sort=False):
+        ok = group[group["status"] == "ok"]
+        row = {c.replace("config/", ""): group[c].iloc[0] for c in varying}
+        row["n"] = f"{len(ok)}/{len(group)}"
+        for c in metrics:
+            values = pd.to_numeric(ok[c], errors="coerce").dropna()
+            spread = f" ± {values.std():.3f}" if len(values) > 1 else ""
+            row[c.replace(names.probe_prefix(), "")] = f"{values.mean():.3f}{spread}" if len(values) else "-"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.to_string(index=False, float_format=lambda v: f"{v:g}")

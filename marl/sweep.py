@@ -67,6 +67,9 @@ class SweepArgs:
     overwrite: bool = False
     config: str = ""  # JSON/YAML file of config fields for every trial (over the space's BASE)
     sets: tuple = ()  # key=value config overrides for every trial (over everything)
+    log: str = ""  # "" | mlflow: also track every configuration as an MLflow run
+    mlflow_uri: str = ""  # MLflow tracking URI; default: sqlite:///<sweep folder>/mlflow.db
+    verbose: bool = False  # Ray's own console (trial tables, config boxes) instead of one line per event
 
 
 def auto_or(kind, flag: str):
@@ -121,6 +124,14 @@ def parse_args(argv=None) -> SweepArgs:
                         "(over the space's fixed fields; the space's axes and --set win over it)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every trial (repeatable)")
+    p.add_argument("--log", choices=["mlflow"], default=None,
+                   help="also track every configuration as its own MLflow run (pip install -e '.[mlflow]'); "
+                        "TensorBoard events are always written into each trial's folder")
+    p.add_argument("--mlflow-uri", default=d.mlflow_uri, metavar="URI",
+                   help="MLflow tracking URI (default: sqlite:///<storage>/<name>/mlflow.db, or "
+                        "./mlflow.db when storage is a URI)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's full console (trial tables, config boxes, checkpoint lines)")
     a = vars(p.parse_args(argv))
     args = SweepArgs(**{k: (tuple(v) if k == "sets" else v) for k, v in a.items() if v is not None})
     for name in ("num_samples", "num_cpus", "max_concurrent", "max_failures"):
@@ -143,6 +154,8 @@ def parse_args(argv=None) -> SweepArgs:
         args.scheduler_mode = "min" if args.scheduler_metric.startswith(("loss/", "leakage/")) else "max"
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if args.mlflow_uri and args.log != "mlflow":
+        raise UserError("--mlflow-uri: needs --log mlflow")
     return args
 
 
@@ -250,7 +263,8 @@ ARGS_FILE = "sweep.json"  # the flags a sweep started with, for --resume to chec
 # What Tuner.restore keeps from the first run (trials, search, scheduler, failure and checkpoint
 # settings): a resume that asks for other values is refused instead of silently ignored.
 FIXED_ON_RESUME = ("space", "num_samples", "search", "scheduler", "scheduler_metric",
-                   "pack", "config", "sets", "max_concurrent", "max_failures", "keep_checkpoints")
+                   "pack", "config", "sets", "max_concurrent", "max_failures", "keep_checkpoints",
+                   "log", "mlflow_uri", "verbose")  # the last three: Tune restores its callbacks
 
 
 def flag(field: str) -> str:
@@ -425,6 +439,8 @@ def run(args: SweepArgs) -> pd.DataFrame:
     # name a trial checkpoint that num_to_keep has deleted since, and Tune then refuses to
     # resume that trial ("does not exist on storage anymore"; ray-project/ray#27790).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    if not args.verbose:  # Ray's legacy console at verbose=0 prints nothing (the new one still
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # prints its header): marl.progress speaks
     if not ray.is_initialized():
         # "local": a new embedded Ray even when another one runs on this machine (a `ray start`
         # or a test cluster); without it ray.init joins that one, and refuses num_cpus
@@ -449,7 +465,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
     trainable = tune.with_resources(
-        tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every),
+        tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every, verbose=args.verbose),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
     started = time.perf_counter()
     # Local folders get every file whole or not at all (marl.storage); object stores already do.
@@ -474,7 +490,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
-                verbose=1))
+                callbacks=callbacks(args, n_trials, exp_dir), verbose=1 if args.verbose else 0))
     grid = tuner.fit()
     df, epochs = results_frames(grid)
     write_parquet(df, f"{exp_dir}/{RESULTS_FILE}")
@@ -482,9 +498,31 @@ def run(args: SweepArgs) -> pd.DataFrame:
     print(f"\n{len(df)} configurations ({(df['status'] == 'ok').sum()} ok, {(df['status'] == 'error').sum()} errored, "
           f"{(df['status'] == names.DIVERGED).sum()} diverged) in {time.perf_counter() - started:.0f} s")
     print(summary_table(df))
-    print(f"\nresults: {exp_dir}/{RESULTS_FILE}  (pandas.read_parquet)")
-    print(f"report:  python -m analysis.report {exp_dir} --out report")
+    print(f"\nresults:     {exp_dir}/{RESULTS_FILE}  (pandas.read_parquet)")
+    print(f"report:      python -m analysis.report {exp_dir} --out report")
+    print(f"tensorboard: tensorboard --logdir {exp_dir}")
+    if args.log == "mlflow":
+        print(f"mlflow:      mlflow ui --backend-store-uri {mlflow_uri(args, exp_dir)}")
     return df
+
+
+def mlflow_uri(args: SweepArgs, exp_dir: str) -> str:
+    if args.mlflow_uri:
+        return args.mlflow_uri
+    folder = Path.cwd() if is_uri(exp_dir) else Path(exp_dir)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def callbacks(args: SweepArgs, n_trials: int, exp_dir: str) -> list:
+    """The console's one line per trial event (Ray's own with --verbose), and MLflow runs."""
+    from marl.progress import ProgressLines
+
+    out = [] if args.verbose else [ProgressLines(n_trials)]
+    if args.log == "mlflow":
+        from marl.tracking import MlflowRuns
+
+        out.append(MlflowRuns(mlflow_uri(args, exp_dir), args.name))
+    return out
 
 
 def prebuild_data(cfgs: list[Config]) -> None:

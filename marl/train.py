@@ -25,6 +25,7 @@ from marl.errors import UserError, exit_on_user_error
 from marl.files import check_writable, write_json
 from marl.losses import Bank, LossTerms, marl_objective
 from marl.model import MARL, PairOutput
+from marl.provenance import provenance
 
 
 def pick_device(name: str) -> torch.device:
@@ -277,7 +278,7 @@ def write_outputs(out: Path, cfg: Config, trainer: Trainer, metrics: dict, laten
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", {**metrics, **provenance()})
     model = trainer.member(0)
     torch.save(model_file(cfg, model, trainer.data), out / "model.pt")
     latents.to_parquet(out / "latents.parquet", index=False)

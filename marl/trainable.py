@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -35,6 +36,8 @@ from marl.config import Config
 from marl.data import load_dataset
 from marl.evaluate import evaluate_members
 from marl.files import DISK_FULL
+from marl.progress import CHECKPOINT_LOGGER
+from marl.provenance import provenance
 from marl.results import unprefixed
 from marl.storage import is_local
 from marl.train import Trainer, is_finite, model_file, pick_device
@@ -137,7 +140,9 @@ def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
     return None, "none", None
 
 
-def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
+def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = False) -> None:
+    if not verbose:  # Ray logs every checkpoint it persists: one console line each
+        logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     cfgs = trial_configs(config)
     cfg, k = cfgs[0], len(cfgs)  # members share everything but alpha, beta, gamma and seed
     packed = is_packed(config)
@@ -178,7 +183,7 @@ def marl_trainable(config: dict, checkpoint_every: int = 1) -> None:
         spent[train_s] += time.perf_counter() - start
         report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts,
                   "cpus": granted.get("CPU", 0.0), "gpus": granted.get("GPU", 0.0),
-                  "threads": torch.get_num_threads()}
+                  "threads": torch.get_num_threads(), **provenance()}
         for i, member_losses in enumerate(losses):
             if i not in diverged and not is_finite(member_losses):
                 diverged[i] = trainer.epoch

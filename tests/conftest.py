@@ -71,16 +71,27 @@ def tiny_cfg() -> Config:
     return Config.from_dict(TINY)
 
 
-@pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory):
-    """One smoke sweep through the real command line, shared by the sweep and analysis tests
-    (with a data cache of its own: the tests that use it share it on purpose)."""
+def run_smoke_sweep(root: Path, *flags: str):
+    """The smoke sweep through the real command line, under root/results, with a data cache
+    of its own (the tests that share a sweep share it on purpose)."""
     import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "MARL_CACHE": str(root / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "marl.sweep", "--space", "smoke", "--storage",
-                           str(root / "results"), "--num-cpus", "2"],
+    return subprocess.run([sys.executable, "-m", "marl.sweep", "--space", "smoke", "--storage",
+                           str(root / "results"), "--num-cpus", "2", *flags],
                           capture_output=True, text=True, timeout=300, cwd=root, env=env)
-    return root, proc
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """One smoke sweep, shared by the sweep and analysis tests."""
+    root = tmp_path_factory.mktemp("smoke")
+    return root, run_smoke_sweep(root)
+
+
+@pytest.fixture(scope="session")
+def packed_smoke_sweep(tmp_path_factory):
+    """The smoke sweep's two configurations packed into one trial, tracked in MLflow."""
+    root = tmp_path_factory.mktemp("packed")
+    return root, run_smoke_sweep(root, "--pack", "2", "--log", "mlflow")

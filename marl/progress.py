@@ -1,0 +1,98 @@
+"""The sweep's console: one line per trial event instead of Ray's tables and config boxes.
+
+    [3/30 done, 2 running, ETA 6m10s, best val separation 0.412] trial_3f2a1_00004 done in 34 s (ablation=gamma, gamma=0.1, seed=2)
+
+`python -m marl.sweep --verbose` gives Ray's own output back instead.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray.tune import Callback
+
+from marl import names
+
+# What Ray's storage logs (worker side) after every checkpoint; silenced in trials unless --verbose.
+CHECKPOINT_LOGGER = "ray.train._internal.storage"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def eta(elapsed: float, done: int, total: int) -> str:
+    """Time left at the rate trials have finished so far; '?' before the first one."""
+    if done == 0 or total <= done:
+        return "?" if total > done else "0s"
+    return duration(elapsed / done * (total - done))
+
+
+def describe(config: dict) -> str:
+    """What sets a trial apart: the grid axis `trial` (marl.sweep.grid_param_space), or the
+    number of configurations a packed trial trains."""
+    own = config.get("trial")
+    if not isinstance(own, dict):
+        return ""
+    members = own.get("members")
+    if members:
+        return f"{len(members)} packed configurations"
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in own.items())
+
+
+def best_selection(result: dict) -> float:
+    """The best validation separation in one report (packed trials: over its members)."""
+    values = [v for k, v in result.items() if (k == names.SELECTION or k.endswith("/" + names.SELECTION))
+              and isinstance(v, (int, float)) and math.isfinite(v)]
+    return max(values, default=float("nan"))
+
+
+class ProgressLines(Callback):
+    """Prints one line per trial start, end and error, with the sweep's counts, its ETA and
+    the best validation separation reported so far."""
+
+    def __init__(self, total: int):
+        self.total = total  # Tune pickles its callbacks with the sweep (tuner.pkl): no stream here
+        self.best = float("nan")
+        self.started = time.monotonic()
+        self.trial_started: dict[str, float] = {}
+
+    def setup(self, **info):
+        self.started = time.monotonic()  # a resumed sweep's ETA counts from its own start
+
+    def line(self, trials, trial, event: str, ended: bool = False) -> None:
+        # Tune calls these hooks before it changes the trial's status: count it as it will be
+        finished = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        (finished if ended else running).add(trial.trial_id)
+        done, running = len(finished), len(running - finished)
+        best = "-" if math.isnan(self.best) else f"{self.best:.3f}"
+        what = describe(trial.config)
+        print(f"[{done}/{self.total} done, {running} running, ETA {eta(time.monotonic() - self.started, done, self.total)}, "
+              f"best val separation {best}] trial_{trial.trial_id} {event}" + (f" ({what})" if what else ""),
+              file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.trial_started[trial.trial_id] = time.monotonic()
+        self.line(trials, trial, "started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        best = best_selection(result)
+        if not math.isnan(best) and not best <= self.best:
+            self.best = best
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        took = time.monotonic() - self.trial_started.get(trial.trial_id, self.started)
+        self.line(trials, trial, f"done in {duration(took)}", ended=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        where = getattr(trial, "path", None) or getattr(trial, "local_path", "")
+        self.line(trials, trial, f"errored (its error.txt: {where})", ended=True)
