@@ -144,6 +144,18 @@ def kl_table(df: pd.DataFrame, term: str = "dim_kl") -> pd.DataFrame:
     return table
 
 
+def disentanglement_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: DCI, SAP, modularity, explicitness and the private/shared shares of
+    each factor's importance and MI (`names.disentanglement_scalars()`, marl.disentanglement),
+    mean ± std over seeds."""
+    ok, excluded = usable(df)
+    keys = varying_config(ok) or ["experiment"]
+    table = summarise(ok, keys, names.disentanglement_scalars())
+    table.columns = [c.replace("config/", "") for c in table.columns]
+    table.attrs["n_excluded"] = excluded
+    return table
+
+
 def latent_size_table(df: pd.DataFrame) -> pd.DataFrame:
     ok, excluded = usable(df)
     others = varying_config(ok, exclude={"config/latent_dim"})

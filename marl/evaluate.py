@@ -9,8 +9,8 @@ Probes (linear = logistic regression, mlp = one hidden layer; `marl.probes`) are
 training clips, select their regularisation or stopping epoch on validation clips, and report
 accuracy on both validation and test clips. Every probe of every model evaluated together
 (the members of a packed trial) trains in one batched call on the models' device. The pure
-metric functions (`mi_matrix`, `shuffled_mi_matrix`, `mig`, `discretize`) take arrays and know
-nothing of models.
+metric functions (`mi_matrix`, `shuffled_mi_matrix`, `mig`, `discretize`, and the DCI, SAP,
+modularity and explicitness of `marl.disentanglement`) take arrays and know nothing of models.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from marl import names, probes
+from marl import disentanglement, names, probes
 from marl.aggregate import exact_decomposition
 from marl.config import Config
 from marl.data import Dataset, Split
@@ -182,6 +182,7 @@ def evaluate_members(models: list, cfgs: list[Config], data: Dataset, device,
     out = []
     for m, member_codes, cfg, model in zip(metrics, codes, cfgs, models):
         m.update(information_metrics(member_codes["test"], labels(data.test, names.FACTOR_OF_TASK)["private"], cfg.seed))
+        m.update(disentanglement_metrics(member_codes, ys, tasks, cfg.seed))
         m.update(kl_diagnostics(model, cfg, data.train.x, device))
         latents = latents_frame(data.test, member_codes["test"], data.timbre_names)
         if with_umap:
@@ -247,6 +248,26 @@ def information_metrics(codes: dict[str, np.ndarray], task_labels: dict[str, np.
             metrics[names.mi_mean(task, subspace)] = float(mi[i].mean())
             metrics[names.mi_baseline(task, subspace)] = float(baseline[i].mean())
     return metrics
+
+
+def disentanglement_metrics(codes: dict, ys: dict, tasks: list[str], seed: int = 0) -> dict:
+    """dci/*, sap/*, modularity/*, explicitness/*, share/* (marl.disentanglement) of the per-clip
+    "both" codes (private dimensions first): fitted on training clips, scored on test clips, over
+    the applicable tasks' factors; NaN where a score needs a factor that is not among them."""
+    out = dict.fromkeys(names.disentanglement_scalars(), float("nan"))
+    if not tasks:
+        return out
+    (train, train_y), (test, test_y) = [(codes[s]["both"], np.stack([ys[s]["both"][t] for t in tasks], 1))
+                                        for s in ("train", "test")]
+    got = disentanglement.scores(train, train_y, test, test_y, mi_matrix(test, test_y),
+                                 codes["test"]["private"].shape[1], seed=seed)
+    out.update({names.dci(s): got[s.replace("/", "_")] for s in names.DCI_SCORES})
+    out.update({names.sap(): got["sap"], names.modularity(): got["modularity"],
+                **{names.explicitness(s): got[f"explicitness_{s}"] for s in ("train", "test")}})
+    for measure, shares in got["shares"].items():
+        for task, row in zip(tasks, shares):
+            out.update({names.share(measure, task, s): float(v) for s, v in zip(names.SUBSPACES, row)})
+    return out
 
 
 def latents_frame(split: Split, codes: dict[str, np.ndarray], timbre_names=()) -> pd.DataFrame:

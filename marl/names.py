@@ -87,6 +87,41 @@ def kl_bias(subspace: str, term: str) -> str:
     return f"kl_bias/{subspace}/{term}"
 
 
+# Disentanglement scores of the per-clip "both" code (marl.disentanglement): fitted on training
+# clips, scored on test clips, over the applicable tasks' factors
+DCI_SCORES = ("disentanglement", "completeness", "informativeness/train", "informativeness/test")
+SHARE_MEASURES = ("importance", "mi")  # a factor's DCI importance; its binned MI on test clips
+
+
+def dci(score: str) -> str:
+    """DCI (Eastwood & Williams 2018): disentanglement and completeness of the importance matrix
+    (fitted on training clips), informativeness (the boosters' accuracy) on train and test."""
+    return f"dci/{score}"
+
+
+def sap(split: str = "test") -> str:
+    return f"sap/{split}"
+
+
+def modularity(split: str = "test") -> str:
+    return f"modularity/{split}"
+
+
+def explicitness(split: str = "test") -> str:
+    return f"explicitness/{split}"
+
+
+def share(measure: str, factor: str, subspace: str) -> str:
+    """The part of the factor's DCI importance or MI carried by the subspace's dimensions; the
+    two subspaces' shares sum to 1."""
+    return f"share/{measure}/{factor}/{subspace}"
+
+
+def disentanglement_scalars() -> list[str]:
+    return ([dci(s) for s in DCI_SCORES] + [sap(), modularity(), explicitness("train"), explicitness("test")]
+            + [share(m, f, s) for m in SHARE_MEASURES for f in TASKS for s in SUBSPACES])
+
+
 def loss(term: str) -> str:
     return f"loss/{term}"
 
@@ -103,7 +138,8 @@ def eval_scalars() -> list[str]:
     return (out + [mig(s) for s in (*SUBSPACES, "both")]
             + [mi_mean(f, s) for f in TASKS for s in SUBSPACES]
             + [mi_baseline(f, s) for f in TASKS for s in SUBSPACES]
-            + [f(s, t) for f in (kl_exact, kl_bias) for s in KL_SUBSPACES for t in KL_TERMS])
+            + [f(s, t) for f in (kl_exact, kl_bias) for s in KL_SUBSPACES for t in KL_TERMS]
+            + disentanglement_scalars())
 
 
 def chance(latent: str, task: str, split: str = "test") -> str:

@@ -172,3 +172,22 @@ def test_shuffled_factor_baseline_matches_the_estimators_bias_on_an_independent_
     # a dependent factor stands far above its baseline
     informative = factor + rng.normal(0, 0.3, factor.shape)
     assert mi_matrix(informative, factor).mean() - shuffled_mi_matrix(informative, factor).mean() > 1.0
+
+
+def test_evaluate_returns_the_disentanglement_scores_of_a_trained_model(tiny_cfg):
+    import torch
+
+    from marl.data import load_dataset
+    from marl.evaluate import evaluate
+    from marl.train import Trainer
+
+    data = load_dataset(tiny_cfg)
+    trainer = Trainer(tiny_cfg, data, torch.device("cpu"))
+    trainer.run_epoch()
+    metrics, _ = evaluate(trainer.member(0), data, tiny_cfg, torch.device("cpu"))
+    scores = {key: metrics[key] for key in names.disentanglement_scalars()}  # every name is there
+    assert all(np.isfinite(v) for v in scores.values()), scores  # synth: timbre and pitch both apply
+    for measure in names.SHARE_MEASURES:
+        for task in names.TASKS:
+            assert sum(metrics[names.share(measure, task, s)] for s in names.SUBSPACES) == pytest.approx(1.0)
+    assert 0 <= metrics[names.dci("disentanglement")] <= 1 and 0 <= metrics[names.modularity()] <= 1
