@@ -1,7 +1,8 @@
 """`python -m analysis.report RESULTS_DIR [RESULTS_DIR ...] --out OUT`
 
-Writes OUT/report.md (tables inline, figures linked), OUT/tables/*.{csv,md,tex} and
-OUT/figures/*.{png,pdf}, and prints the main table.
+Writes OUT/report.md (tables inline, figures linked), OUT/report.html (the same tables and
+figures on one self-contained page), OUT/tables/*.{csv,md,tex} and OUT/figures/*.{png,pdf},
+and prints the main table.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from analysis import figures, tables
+from analysis import figures, html, importance, tables
 from analysis.load import load_epochs, load_results
 from marl import names, plots
 from marl.cli import ArgumentParser, parse_key_values
@@ -25,20 +26,30 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
     if ok.empty:
         raise UserError(f"none of the {len(df)} trials finished (status ok); nothing to report")
     tdir, fdir = out / "tables", out / "figures"
-    md = ["# MARL sweep report\n",
-          f"Experiments: {', '.join(sorted(df['experiment'].unique()))}. Trials: {len(df)}, "
-          f"finished: {len(ok)}, left out of every mean: {excluded}"
-          + (f" ({_status_counts(df)})" if excluded else "") + ".\n"]
+    summary = (f"Experiments: {', '.join(sorted(df['experiment'].unique()))}. Trials: {len(df)}, "
+               f"finished: {len(ok)}, left out of every mean: {excluded}"
+               + (f" ({_status_counts(df)})" if excluded else "") + ".")
+    md = ["# MARL sweep report\n", summary + "\n"]
+    page = html.Page("MARL sweep report")  # report.html: every table and figure that report.md gets
+    page.text(summary)
+    chance = figures.chance_levels(df)
 
     def add_table(title, table, name, note=""):
         tables.write_table(table, tdir, name)
         md.extend([f"## {title}\n", note + "\n" if note else "", tables.to_markdown(table), "",
                    f"Files: [csv](tables/{name}.csv) · [md](tables/{name}.md) · [tex](tables/{name}.tex)\n"])
+        page.table(title, table, note, f"tables/{name}.csv, .md, .tex")
 
     def add_figure(title, paths_written):
         if paths_written:
             png = paths_written[0].relative_to(out)
             md.extend([f"### {title}\n", f"![{title}]({png}) ([pdf]({png.with_suffix('.pdf')}))\n"])
+            page.figure(title, paths_written[0])
+
+    def add_note(title, text):
+        md.append(f"### {title}\n\n{text}\n")
+        page.heading(title, 3)
+        page.note(text)
 
     main = None
     ablation = tables.ablation_table(df)
@@ -50,7 +61,7 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         if names.probe("shared", "pitch", "test", "linear") in ok:
             add_table("Loss ablation (linear probes, test accuracy)", tables.ablation_table(df, "linear"),
                       "ablation_linear")
-        add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars"))
+        add_figure("Ablation bars", figures.ablation_bars(ablation, fdir / "ablation_bars", chance))
         comparison = tables.paper_comparison(ablation)
         if not comparison.empty:
             add_table("Ours beside the paper", comparison, "paper_comparison",
@@ -78,6 +89,13 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
               "`mi_baseline`: the same estimate with the factor shuffled, i.e. the binned "
               "estimator's bias; only MI above it carries information.")
 
+    if names.dci("completeness") in ok and ok[names.dci("completeness")].notna().any():
+        add_table("Disentanglement scores (DCI, SAP, modularity, explicitness) and where each factor lives",
+                  tables.disentanglement_table(df), "disentanglement",
+                  "Per-clip codes, private and shared dimensions together (disentanglement_lib's "
+                  "definitions, docs/analysis.md); `share/<measure>/<factor>/<subspace>`: the part of "
+                  "the factor's DCI importance or binned MI carried by that subspace.")
+
     if names.kl_exact("fused", "dim_kl") in ok and ok[names.kl_exact("fused", "dim_kl")].notna().any():
         add_table("Dimension-wise KL: exact, and the estimator's error (nats)", tables.kl_table(df), "kl",
                   "`kl_exact`: over all N training posteriors; `kl_bias`: the training estimator "
@@ -86,9 +104,10 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
     if ok["config/latent_dim"].nunique() > 1 if "config/latent_dim" in ok else False:
         size = tables.latent_size_table(df)
         add_table("Latent size", size, "latent_size")
-        add_figure("Latent-size curves", figures.latent_size_curves(size, fdir / "latent_size"))
+        add_figure("Latent-size curves", figures.latent_size_curves(size, fdir / "latent_size", chance))
         main = size if main is probe else main
 
+    add_importance(df, add_table, add_figure, add_note, fdir)
     trial = _chosen_trial(ok, chosen)
     add_figure(f"MI matrix ({trial['trial']})", figures.mi_heatmap_for_trial(trial, fdir / "mi_heatmap"))
     epochs = load_epochs([p for p in paths if not str(p).endswith(".parquet")])
@@ -99,7 +118,7 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         drawn, why = figures.umap_for_trial(trial, fdir / "umap")
         add_figure(f"UMAP ({trial['trial']})", drawn)
         if not drawn:  # said in the report and on stderr, never skipped silently
-            md.append(f"### UMAP ({trial['trial']})\n\nNot drawn: {why}.\n")
+            add_note(f"UMAP ({trial['trial']})", f"Not drawn: {why}.")
             print(f"report: UMAP figure not drawn: {why}", file=sys.stderr)
     if "loss/recon" in ok and ok.get("config/ablation", ok.get("config/gamma")).nunique() > 1:
         kind = "linear" if names.separation("test", "linear") in ok else "mlp"
@@ -109,7 +128,26 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
         add_figure("Pareto front (shared→timbre, private→pitch, leakage)",
                    figures.pareto_front(df, fdir / "pareto_front"))
     (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text(page.render())
     return tables.to_markdown(main)
+
+
+def add_importance(df, add_table, add_figure, add_note, fdir: Path) -> None:
+    """fANOVA importance of the swept fields for validation separation, and the
+    parallel-coordinates figure; a one-line note where there is no estimate."""
+    title = f"Hyperparameter importance (fANOVA, {names.SELECTION})"
+    table, why = importance.importance_table(df)
+    if why:
+        add_note(title, f"Not estimated: {why}.")
+    else:
+        add_table(title, table, "importance",
+                  f"Optuna's fANOVA (seeded) on an in-memory study of the {table.attrs['n_trials']} "
+                  "finished trials: each swept field's share of the variance of validation separation; "
+                  "`scale`: the field's axis (docs/analysis.md).")
+    ok = importance.finished(df)
+    if len(ok) >= 2 and importance.axes(ok):
+        add_figure("Parallel coordinates: swept fields against validation separation",
+                   figures.parallel_coordinates(df, fdir / "parallel_coordinates"))
 
 
 def _status_counts(df) -> str:
@@ -135,7 +173,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     main_table = build_report(args.results, out, parse_key_values(args.select, "--select"), umap=not args.no_umap)
     print(main_table)
-    print(f"\nreport: {out / 'report.md'}")
+    print(f"\nreport: {out / 'report.md'}, {out / 'report.html'}")
 
 
 if __name__ == "__main__":
