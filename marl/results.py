@@ -175,13 +175,13 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df, ep
 
 
-NOT_A_SETTING = ("config/seed", "config/data_seed", "config/threads")  # what repeats a setting
+NOT_A_SETTING = ("seed", "data_seed", "threads")  # config fields that repeat a setting, not make one
 
 
 def summary_table(df: pd.DataFrame) -> str:
     """The paper's table: one row per setting (the config fields that vary, seeds aside), the
     MLP probes' test accuracies as mean ± std over its finished seeds, and `n` = finished/all."""
-    varying = [c for c in df.columns if c.startswith("config/") and c not in NOT_A_SETTING
+    varying = [c for c in df.columns if c.startswith("config/") and c.removeprefix("config/") not in NOT_A_SETTING
                and df[c].astype(str).nunique() > 1]
     metrics = [c for c in SUMMARY_COLUMNS if c in df.columns]
     keys = df[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=df.index)

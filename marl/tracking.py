@@ -18,11 +18,10 @@ import math
 from ray.tune import Callback
 
 from marl.errors import UserError
-from marl.results import METRIC_NAMES, METRIC_PREFIXES, members, unprefixed
+from marl.results import METRIC_NAMES, METRIC_PREFIXES, NOT_A_SETTING, members, unprefixed
 
 GROUP_TAG = "marl.group"  # the configuration minus its seed
 MEMBER_TAG = "marl.member"  # <trial>/<member>: finds a run again when a sweep is resumed
-NOT_GROUPED = ("seed", "threads")  # fields that do not make a setting
 
 
 def mlflow_client(uri: str):
@@ -34,7 +33,7 @@ def mlflow_client(uri: str):
 
 
 def group_of(config: dict) -> str:
-    return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_GROUPED}, sort_keys=True, default=str)
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_A_SETTING}, sort_keys=True, default=str)
 
 
 def member_metrics(result: dict, prefix: str) -> dict[str, float]:
