@@ -59,7 +59,7 @@ def trained():
     from marl.config import Config
     from marl.data import load_dataset
     from marl.evaluate import encode, labels
-    from marl.train import Trainer
+    from marl.trainer import Trainer
 
     cfg = Config(umap=False)
     data = load_dataset(cfg)

@@ -34,7 +34,7 @@ from marl.config import Config  # noqa: E402
 from marl.data import load_dataset  # noqa: E402
 from marl.evaluate import kl_diagnostics  # noqa: E402
 from marl.losses import Bank  # noqa: E402
-from marl.train import Trainer, objective, pick_device  # noqa: E402
+from marl.trainer import Trainer, objective, pick_device  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):

@@ -53,7 +53,7 @@ def frame(wave: torch.Tensor, length: int, hop: int) -> tuple[torch.Tensor, list
 def encode_wave(model: MARL, wave: torch.Tensor, hop_seconds: float | None = None):
     """(starts in seconds, private means (n, D), shared means (n, D)) of a mono wave at the
     model's sample rate."""
-    from marl.data import log_mel, n_samples_for
+    from marl.features import log_mel, n_samples_for
 
     cfg = model.cfg
     length = n_samples_for(cfg)

@@ -31,6 +31,10 @@ def check_writable(path: Path, field: str) -> None:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos a full disk or quota raises
 
 
+class DiskFull(UserError):
+    """A write that a full disk or quota stopped; the file's previous version is intact."""
+
+
 def replace_atomically(target: Path, write) -> None:
     """Call write(tmp_path), then rename over target: a crash never leaves half a file, and a
     full disk leaves the previous file as it was (and says so)."""
@@ -41,7 +45,7 @@ def replace_atomically(target: Path, write) -> None:
         os.replace(tmp, target)
     except OSError as err:
         if err.errno in DISK_FULL:
-            raise UserError(f"disk full while writing {target}; the previous version, if any, is "
+            raise DiskFull(f"disk full while writing {target}; the previous version, if any, is "
                             "unchanged: free space and run the command again") from None
         raise
     finally:

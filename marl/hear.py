@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from marl.data import log_mel, n_samples_for
+from marl.features import log_mel, n_samples_for
 from marl.encode import load_model as load_marl
 from marl.errors import UserError
 

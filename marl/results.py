@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-import search_spaces
-from marl import names
+from marl import names, trial
 from marl.errors import UserError
 from marl.files import replace_atomically
 from marl.provenance import KEYS as PROVENANCE, UNKNOWN
@@ -94,8 +93,8 @@ def read_parquet(target: str) -> pd.DataFrame:
 
 def members(config: dict) -> list[tuple[str, dict]]:
     """(metric prefix, flat config) of each configuration a trial trained."""
-    packed = search_spaces.is_packed(config)
-    return [(names.member_prefix(i, packed), m) for i, m in enumerate(search_spaces.trial_members(config))]
+    packed = trial.is_packed(config)
+    return [(names.member_prefix(i, packed), m) for i, m in enumerate(trial.members(config))]
 
 
 def unprefixed(mapping: dict, prefix: str) -> dict:

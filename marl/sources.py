@@ -35,6 +35,7 @@ import torch
 from marl import splits
 from marl.config import NSYNTH_FAMILIES, Config, parse_list, parse_programs, parse_velocities
 from marl.errors import UserError, exit_on_user_error
+from marl.features import n_samples_for
 from marl.notes import NSYNTH_SPLITS, OFFSET_MAX, ONSET_SKIP, NoteBank, check_audio, read_audio
 from marl.soundfont import PROGRAMS, export_nsynth, soundfont_bank, soundfont_path
 
@@ -155,10 +156,8 @@ def fingerprint(cfg: Config) -> str:
 # ---------------------------------------------------------------- pairs
 def pair_split(bank: NoteBank, n_pairs: int, cfg: Config, gen: torch.Generator,
                name: str = "train") -> tuple[torch.Tensor, dict]:
-    """n pairs of log-mel clips (n, 2, n_mels, n_frames) and their factors, each (n, 2), from
-    the notes of one split."""
-    from marl.data import log_mel, n_samples_for
-
+    """n pairs of waveform clips (n, 2, n_samples) and their factors, each (n, 2), from the
+    notes of one split."""
     timbre, pitch = bank.factors["timbre"], bank.factors["pitch_class"]
     usable = [t for t in range(bank.n_classes["timbre"]) if pitch[timbre == t].unique().numel() >= 2]
     if not usable:
@@ -187,10 +186,9 @@ def pair_split(bank: NoteBank, n_pairs: int, cfg: Config, gen: torch.Generator,
         piece = wave[start:start + length]
         clips[row, :piece.numel()] = piece
         offsets.view(-1)[row] = start / cfg.sample_rate
-    spec = log_mel(clips, cfg).reshape(n_pairs, 2, cfg.n_mels, cfg.n_frames)
     factors = {k: v[notes_t] for k, v in bank.factors.items()}
     factors["offset"] = offsets
-    return spec, factors
+    return clips.reshape(n_pairs, 2, length), factors
 
 
 def main(argv=None) -> None:

@@ -21,25 +21,26 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 import search_spaces
 from marl import names
-from marl.cli import ArgumentParser, parse_key_values
+from marl.cli import ArgumentParser
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
-from marl.files import check_writable, hold_lock
-from marl.results import (EPOCHS_FILE, RESULTS_FILE, filesystem, is_uri, read_text, results_frames,
-                          summary_table, write_parquet, write_text)
-from marl.storage import EXPERIMENT_STATE, atomic_local_filesystem, remove_partial_files
+from marl.files import hold_lock
+from marl.plan import (PACK_CAP, auto_pack, count_trials, expand_grid, gpu_share, grid_configs,  # noqa: F401
+                       grid_param_space, grid_trials, optuna_param_space, pack_trials, trials_at_once)
+from marl.results import (EPOCHS_FILE, RESULTS_FILE, is_uri, read_text, results_frames, summary_table,
+                          write_parquet, write_text)
+from marl.resume import ARGS_FILE, check_resume_flags, check_storage, experiment_dir
+from marl.storage import atomic_local_filesystem, remove_partial_files
 
 AUTO = "auto"
 _LOCK = None  # this driver's lock on its sweep name (held until the process ends)
-PACK_CAP = 64  # members per packed trial on a GPU: 31x the throughput of one at K=64, 35x at 256
-PACK_MEMORY_BYTES = 16 * 2**30  # what auto packing lets one trial's members take on its GPU
 
 
 @dataclass
@@ -159,240 +160,6 @@ def parse_args(argv=None) -> SweepArgs:
     return args
 
 
-def parse_sets(sets) -> dict:
-    known = {f.name for f in fields(Config)}
-    out = {key.replace("-", "_"): value for key, value in parse_key_values(sets, "--set").items()}
-    for key in out:
-        if key not in known:
-            raise UserError(f"--set: unknown config field {key!r}")
-    return out
-
-
-def fixed_fields(space: search_spaces.SearchSpace, args: SweepArgs) -> tuple[dict, dict]:
-    """Every Config field fixed (defaults < space BASE < --config file < --set), validated, and
-    the --set values alone (they win over the space's axes too)."""
-    sets = parse_sets(args.sets)
-    from_file = Config.from_file(args.config) if args.config else {}
-    # threads stay 0 (= the CPUs Ray grants the trial, read inside it): a resumed sweep with
-    # another --cpus-per-trial then runs with the new count
-    fixed = Config.from_dict({**space.base, **from_file, **sets}).with_absolute_paths().to_dict()
-    return fixed, {k: fixed[k] for k in sets}
-
-
-def grid_trials(space: search_spaces.SearchSpace, args: SweepArgs) -> list[dict]:
-    """Each grid point's final flat config (Config fields and labels), validated before Ray."""
-    fixed, sets = fixed_fields(space, args)
-    trials = []
-    for variant in expand_grid({**fixed, **space.space}):
-        trial = {**search_spaces.resolve_trial_config(variant), **sets}
-        check_variant(trial)
-        labels = {k: v for k, v in trial.items() if k in search_spaces.LABEL_KEYS}
-        trials.append({**Config.from_labelled(trial).to_dict(), **labels})  # values coerced to their types
-    return trials * (args.num_samples or space.num_samples)
-
-
-def optuna_param_space(space: search_spaces.SearchSpace, args: SweepArgs) -> dict:
-    """Fixed fields and the space's distributions; --set values under "set" win over both."""
-    fixed, sets = fixed_fields(space, args)
-    param_space = {**fixed, **space.space}
-    if sets:
-        param_space["set"] = sets
-    return param_space
-
-
-def pack_trials(trials: list[dict], k: int) -> list[dict]:
-    """Group trials that differ only in MEMBER_FIELDS (and labels) into packs of <= k, each
-    one trial: the fields its members share, and each member's own under "members"."""
-    if k == 1:
-        return trials
-    from marl.train import MEMBER_FIELDS, pack_key
-
-    groups: dict[tuple, list[list[dict]]] = {}
-    for trial in trials:
-        chunks = groups.setdefault(pack_key(Config.from_labelled(trial)), [[]])
-        if len(chunks[-1]) == k:
-            chunks.append([])
-        chunks[-1].append(trial)
-    own = (*MEMBER_FIELDS, *search_spaces.LABEL_KEYS)
-    return [{**{k_: v for k_, v in chunk[0].items() if k_ not in own},
-             search_spaces.MEMBERS: [{k_: v for k_, v in t.items() if k_ in own} for t in chunk]}
-            for chunks in groups.values() for chunk in chunks]
-
-
-def grid_param_space(trials: list[dict]) -> dict:
-    """The fields every trial shares, and one grid axis "trial" over what differs: Ray's table
-    and each trial's config then show exactly what it trains with, nothing overridden."""
-    if len(trials) == 1:
-        return trials[0]
-    from ray import tune
-
-    common = {k: v for k, v in trials[0].items() if all(k in t and t[k] == v for t in trials)}
-    return {**common, "trial": tune.grid_search([{k: v for k, v in t.items() if k not in common} for t in trials])}
-
-
-def expand_grid(param_space: dict) -> list[dict]:
-    from ray.tune.search.variant_generator import generate_variants
-
-    return [spec["config"] for _, spec in generate_variants({"config": param_space})]
-
-
-def check_variant(variant: dict) -> None:
-    known = {f.name for f in fields(Config)} | set(search_spaces.LABEL_KEYS)
-    unknown = set(variant) - known
-    if unknown:
-        raise UserError(f"space: unknown config field(s) {', '.join(sorted(unknown))}")
-    try:
-        Config.from_labelled(variant)
-    except UserError as err:
-        raise UserError(f"space: {err}") from None
-
-
-def count_trials(space: search_spaces.SearchSpace, num_samples: int = 0) -> int:
-    n = num_samples or space.num_samples
-    if space.search == "optuna":
-        return n
-    return len(expand_grid(space.space)) * n
-
-
-# ---------------------------------------------------------------- storage
-def experiment_dir(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage).resolve() / name)
-
-
-ARGS_FILE = "sweep.json"  # the flags a sweep started with, for --resume to check against
-# What Tuner.restore keeps from the first run (trials, search, scheduler, failure and checkpoint
-# settings): a resume that asks for other values is refused instead of silently ignored.
-FIXED_ON_RESUME = ("space", "num_samples", "search", "scheduler", "scheduler_metric",
-                   "pack", "config", "sets", "max_concurrent", "max_failures", "keep_checkpoints",
-                   "log", "mlflow_uri", "verbose")  # the last three: Tune restores its callbacks
-
-
-def flag(field: str) -> str:
-    return "--set" if field == "sets" else "--" + field.replace("_", "-")
-
-
-def check_resume_flags(args: SweepArgs, recorded: dict) -> None:
-    """Refuse a flag given on --resume whose value differs from the one the sweep started with
-    (flags left at their defaults keep the original values)."""
-    default, given = (json.loads(json.dumps(dataclasses.asdict(a))) for a in (SweepArgs(), args))  # as recorded
-    for field in FIXED_ON_RESUME:
-        if field in recorded and given[field] != recorded[field] and given[field] != default[field]:
-            was = recorded[field]
-            was = (" ".join(map(str, was)) if isinstance(was, list) else was) or "(not given)"
-            raise UserError(f"--resume: {flag(field)} cannot change on resume (this sweep started with "
-                            f"{flag(field)} {was}); drop it, or start a new sweep with --name")
-
-
-def check_storage(args: SweepArgs, exp_dir: str) -> None:
-    from ray import tune
-
-    local = not is_uri(args.storage)
-    if local:
-        check_writable(Path(args.storage), "storage")
-    path = Path(exp_dir)
-    if args.resume:
-        if not tune.Tuner.can_restore(exp_dir):
-            hint = (" (its folder exists but holds no saved state: it was stopped before its first "
-                    "save; start it again with --overwrite)") if local and path.exists() else ""
-            raise UserError(f"--resume: no sweep named {args.name!r} under {args.storage}{hint}")
-        experiment = check_saved_state(args.name, exp_dir)
-        if local:
-            recreate_named_checkpoints(exp_dir, experiment)
-    elif local and path.exists() and any(path.iterdir()) and not args.overwrite:
-        raise UserError(f"a sweep named {args.name!r} already exists under {args.storage}: "
-                        "use --resume to finish it, --overwrite to replace it, or --name")
-
-
-# Tune's saved state: the newest file of each kind is what Tuner.restore reads. If the
-# experiment state or the searcher's does not load, or holds no trial yet, Tune logs "Failed to
-# restore the run state" and starts a *new* experiment with an empty configuration, so a resume
-# would train defaults and write rows without their config; a tuner.pkl that does not load
-# makes Tuner.restore raise.
-PICKLED_STATES = ("tuner.pkl", "basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
-
-
-def check_saved_state(name: str, exp_dir: str) -> dict:
-    """Refuse, before Ray starts, a resume that Tune would turn into a new, empty sweep; the
-    experiment state Tune will restore, decoded."""
-    import fnmatch
-    import pickle
-
-    import pyarrow.fs
-    from ray import cloudpickle
-    from ray.tune.utils.serialization import _loads_with_cloudpickle  # how Tune reads it
-
-    fs, path = filesystem(exp_dir)
-    files = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))]
-    states = sorted(fnmatch.filter(files, EXPERIMENT_STATE))  # Tune takes the last by name
-    for pattern in (EXPERIMENT_STATE, *PICKLED_STATES):
-        newest = max(fnmatch.filter(files, pattern), default=None)
-        if newest is None:
-            continue
-        try:
-            with fs.open_input_stream(f"{path}/{newest}") as stream:
-                data = stream.read()
-            state = _loads_with_cloudpickle(data) if pattern == EXPERIMENT_STATE else cloudpickle.loads(data)
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError):
-            older = f", or delete {newest} to resume from the previous driver's {states[-2]}" if (
-                pattern == EXPERIMENT_STATE and len(states) > 1) else ""
-            raise UserError(f"--resume: sweep {name!r}: Tune's saved state {newest} does not load (cut off "
-                            f"when its driver was killed?); start it again with --overwrite{older}") from None
-        if pattern == EXPERIMENT_STATE:
-            experiment = state
-            if not state.get("trial_data"):
-                states = []
-    if not states:
-        raise UserError(f"--resume: sweep {name!r} holds no saved state yet (it was stopped before its "
-                        "first save; start it again with --overwrite)")
-    return experiment
-
-
-def recreate_named_checkpoints(exp_dir: str, experiment: dict) -> None:
-    """Give each trial the checkpoint folder Tune's saved state names, if it is gone.
-
-    The saved state is a moment older than the trials' folders (it is published only whole,
-    marl.storage), and meanwhile `num_to_keep` may have deleted the checkpoint it names; Tune
-    would then fail that trial before our code runs ("does not exist on storage anymore",
-    ray-project/ray#27790). An empty folder of that name lets the trial start, and
-    `marl.trainable.restore_state` resumes it from its newest checkpoint that loads."""
-    from ray.tune.trainable.metadata import _TrainingRunMetadata
-
-    for _, run_metadata in experiment["trial_data"]:
-        manager = _TrainingRunMetadata.from_json_state(run_metadata).checkpoint_manager
-        latest = manager.latest_checkpoint_result if manager else None
-        if latest is None:
-            continue
-        named = Path(latest.checkpoint.path)
-        folder = Path(exp_dir) / named.parent.name / named.name
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            print(f"marl: {named.parent.name}: Tune's saved state names {named.name}, deleted after that "
-                  "save; the trial resumes from its newest checkpoint", file=sys.stderr)
-
-
-# ---------------------------------------------------------------- resources
-def auto_pack(cfg: Config) -> int:
-    """Members per packed trial on a GPU: PACK_CAP, fewer when their estimated memory (the
-    estimators' B × B × D log-density tensors, forward and backward, dominate) passes
-    PACK_MEMORY_BYTES."""
-    per_member = 4 * 3 * 6 * cfg.batch_size**2 * cfg.latent_dim + 16 * 4 * cfg.hidden * (
-        cfg.n_mels * cfg.n_frames + cfg.hidden + 2 * cfg.latent_dim)
-    return max(1, min(PACK_CAP, PACK_MEMORY_BYTES // per_member))
-
-
-def trials_at_once(cluster_cpus: float, cpus_per_trial: float) -> int:
-    """How many trials the cluster's CPUs hold at once (at least one)."""
-    return max(1, int(cluster_cpus // cpus_per_trial))
-
-
-def gpu_share(cluster_gpus: float, cluster_cpus: float, n_trials: int, cpus_per_trial: float) -> float:
-    """A trial's GPU share: the cluster's GPUs split over the trials that can run at once,
-    rounded down to 1/m so that m trials fit each GPU exactly; at most one GPU."""
-    concurrent = max(1, min(n_trials, trials_at_once(cluster_cpus, cpus_per_trial)))
-    share = cluster_gpus / concurrent
-    return 1.0 if share >= 1 else 1.0 / math.ceil(1.0 / share)
-
-
 # ---------------------------------------------------------------- run
 def run(args: SweepArgs) -> pd.DataFrame:
     space = search_spaces.load(args.space)
@@ -410,7 +177,8 @@ def run(args: SweepArgs) -> pd.DataFrame:
     if args.pack not in (AUTO, 1) and not packing_allowed:
         raise UserError("--pack: works with grid search and no scheduler only")
     # everything a user can get wrong is checked here, before Ray starts
-    trials = grid_trials(space, args) if space.search == "grid" else None
+    planned = grid_configs(space, args) if space.search == "grid" else None
+    trials = [{**cfg.to_dict(), **labels} for cfg, labels in planned] if planned else None
     param_space = optuna_param_space(space, args) if trials is None else None
     eval_every = (trials[0] if trials else param_space).get("eval_every", 0)
     if args.scheduler == "asha" and not eval_every:
@@ -425,7 +193,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
         _LOCK = hold_lock(Path(args.storage) / f".{args.name}.lock", f"a sweep named {args.name!r}")
 
     if trials is not None and not args.address and not args.resume:
-        prebuild_data([Config.from_labelled(t) for t in trials])
+        prebuild_data([cfg for cfg, _ in planned])
 
     import ray
     from ray import tune
@@ -451,7 +219,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     if trials is not None:
         pack = args.pack
         if pack == AUTO:
-            pack = auto_pack(Config.from_labelled(trials[0])) if cluster_gpus and packing_allowed else 1
+            pack = auto_pack(planned[0][0]) if cluster_gpus and packing_allowed else 1
         trials = pack_trials(trials, pack)
         param_space = grid_param_space(trials)
     n_trials = len(trials) if trials is not None else (args.num_samples or space.num_samples)
@@ -550,7 +318,7 @@ def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: i
     (local storage), where `optuna-dashboard` can open it."""
     from ray import tune
 
-    # a grid's repeats are already among its trials (grid_trials)
+    # a grid's repeats are already among its trials (marl.plan.grid_configs)
     num_samples = 1 if space.search == "grid" else (args.num_samples or space.num_samples)
     search_alg = scheduler = None
     if space.search == "optuna":

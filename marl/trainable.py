@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: MARL training with per-epoch reports and checkpoints.
 
 One code path trains one configuration or a packed trial's K members (`marl.sweep --pack`):
-both are a `marl.train.Trainer` of K ≥ 1 configurations. Every epoch reports the loss terms
+both are a `marl.trainer.Trainer` of K ≥ 1 configurations. Every epoch reports the loss terms
 (`loss/<term>`); at evaluation points (every `eval_every` epochs, and always at the end) it
 also reports the metrics that `metrics.json` holds. A packed trial reports member i's figures
 as `m<i>/<metric>`. Checkpoints are written every `checkpoint_every` epochs, at evaluations
@@ -19,8 +19,7 @@ of the trial spent on each before the report (a checkpoint's own writing counts 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
+import errno
 import logging
 import sys
 import tempfile
@@ -31,17 +30,16 @@ import ray
 import torch
 from ray import tune
 
-from marl import names
-from marl.config import Config
+from marl import names, trial
 from marl.data import load_dataset
-from marl.evaluate import evaluate_members
-from marl.files import DISK_FULL
+from marl.files import DISK_FULL, DiskFull
+from marl.fit import Epoch, fit
+from marl.member import model_file, write_member
 from marl.progress import CHECKPOINT_LOGGER
 from marl.provenance import provenance
 from marl.results import unprefixed
 from marl.storage import is_local
-from marl.train import Trainer, is_finite, model_file, pick_device
-from search_spaces import is_packed, trial_members
+from marl.trainer import Trainer, pick_device
 
 STATE_FILE = "trainer.pt"
 
@@ -52,29 +50,14 @@ def write_checkpoint(folder: Path, state: dict, outputs: dict) -> None:
     error; the trial's earlier checkpoints are untouched (Tune keeps only completed ones)."""
     try:
         for prefix, (metrics, latents, model) in outputs.items():
-            member = folder / prefix
-            member.mkdir(parents=True, exist_ok=True)
-            (member / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            latents.to_parquet(member / "latents.parquet", index=False)
-            torch.save(model, member / "model.pt")
+            write_member(folder / prefix, metrics, latents, model)
         torch.save(state, folder / STATE_FILE)
-    except OSError as err:
-        if err.errno in DISK_FULL:
-            raise OSError(err.errno, f"disk full while writing the epoch-{state['trainer']['epoch']} "
+    except (OSError, DiskFull) as err:
+        if isinstance(err, DiskFull) or err.errno in DISK_FULL:
+            raise OSError(errno.ENOSPC, f"disk full while writing the epoch-{state['trainer']['epoch']} "
                                      f"checkpoint in {folder}; the trial's earlier checkpoints are intact: "
                                      "free space, then --resume") from None
         raise
-
-
-def trial_configs(config: dict) -> list[Config]:
-    """The Configs a trial trains (labels such as `ablation` dropped). A sweep resolves every
-    field before Ray starts, so a config without them is never trained on defaults: it means
-    Tune lost the sweep's configuration (a new experiment started in place of a resume)."""
-    members, known = trial_members(config), {f.name for f in dataclasses.fields(Config)}
-    if not all(known & set(m) for m in members):
-        raise ValueError(f"this trial's config names no training fields ({sorted(config)}): "
-                         "Tune lost the sweep's configuration; nothing was trained")
-    return [Config.from_labelled(m) for m in members]
 
 
 def trial_device(name: str) -> torch.device:
@@ -143,9 +126,9 @@ def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
 def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = False) -> None:
     if not verbose:  # Ray logs every checkpoint it persists: one console line each
         logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
-    cfgs = trial_configs(config)
+    cfgs = trial.configs(config)
     cfg, k = cfgs[0], len(cfgs)  # members share everything but alpha, beta, gamma and seed
-    packed = is_packed(config)
+    packed = trial.is_packed(config)
     prefix = [names.member_prefix(i, packed) for i in range(k)]
     node = ray.get_runtime_context().get_node_id()  # which machine ran it, for the record
     granted = ray.get_runtime_context().get_assigned_resources()  # this run's, resumed or not
@@ -175,47 +158,34 @@ def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = Fals
         # may never have reached Tune: report it again (epochs.parquet keeps one row per epoch)
         tune.report({**state["report"], "restarts": restarts})
 
-    spent = dict.fromkeys(names.TRIAL_TIMES, 0.0)
-    train_s, eval_s, checkpoint_s = names.TRIAL_TIMES
-    while trainer.epoch < cfg.epochs and len(diverged) < k:
-        start = time.perf_counter()
-        losses = trainer.run_epoch()
-        spent[train_s] += time.perf_counter() - start
-        report = {"epoch": trainer.epoch, "node": node, "device": device.type, "restarts": restarts,
+    checkpoint_s = names.TRIAL_TIMES[2]
+
+    def on_epoch(result: Epoch) -> None:
+        report = {"epoch": result.epoch, "node": node, "device": device.type, "restarts": restarts,
                   "cpus": granted.get("CPU", 0.0), "gpus": granted.get("GPU", 0.0),
                   "threads": torch.get_num_threads(), **provenance()}
-        for i, member_losses in enumerate(losses):
-            if i not in diverged and not is_finite(member_losses):
-                diverged[i] = trainer.epoch
+        for i, member_losses in enumerate(result.losses):
             report.update({prefix[i] + key: v for key, v in member_losses.items()})
-            report[prefix[i] + names.DIVERGED] = int(i in diverged)
-            if i in diverged:
-                report[prefix[i] + "diverged_epoch"] = diverged[i]
+            report[prefix[i] + names.DIVERGED] = int(i in result.diverged)
+            if i in result.diverged:
+                report[prefix[i] + "diverged_epoch"] = result.diverged[i]
             # Every report carries every evaluation metric (NaN until evaluated): Tune's
             # searchers and schedulers expect their metric in each result.
             report.update({prefix[i] + key: float("nan") for key in names.eval_scalars()})
-        final = trainer.epoch == cfg.epochs or len(diverged) == k
-        evaluating = final or bool(cfg.eval_every and trainer.epoch % cfg.eval_every == 0)
-        alive = [i for i in range(k) if i not in diverged]
-        results = {}
-        if evaluating and alive:
-            start = time.perf_counter()
-            models = trainer.members()
-            evaluated = evaluate_members([models[i] for i in alive], [cfgs[i] for i in alive], data,
-                                         device, with_umap=final and cfg.umap)
-            results = dict(zip(alive, evaluated))
-            for i, (metrics, _) in results.items():
-                report.update({prefix[i] + key: v for key, v in metrics.items()})
-            spent[eval_s] += time.perf_counter() - start
-        report.update(spent)
-        if not (final or evaluating or trainer.epoch % checkpoint_every == 0):
+        for i, (metrics, _) in result.evaluated.items():
+            report.update({prefix[i] + key: v for key, v in metrics.items()})
+        report.update(result.spent)
+        if not (result.evaluating or result.epoch % checkpoint_every == 0):
             tune.report(report)
-            continue
+            return
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
-            outputs = {prefix[i]: (unprefixed(report, prefix[i]), latents, model_file(cfgs[i], models[i], data))
-                       for i, (_, latents) in results.items()} if final else {}
-            write_checkpoint(Path(d), {"trainer": trainer.state_dict(), "diverged": diverged,
+            outputs = {prefix[i]: (unprefixed(report, prefix[i]), latents,
+                                   model_file(cfgs[i], result.models[i], data))
+                       for i, (_, latents) in result.evaluated.items()} if result.final else {}
+            write_checkpoint(Path(d), {"trainer": trainer.state_dict(), "diverged": result.diverged,
                                        "restarts": restarts, "report": report}, outputs)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
-        spent[checkpoint_s] += time.perf_counter() - start
+        result.spent[checkpoint_s] += time.perf_counter() - start
+
+    fit(trainer, on_epoch, diverged)

@@ -6,7 +6,7 @@ A space file is a Python module with:
     SPACE        a Ray Tune param_space over marl.config.Config fields (tune.grid_search,
                  tune.uniform, ...). A value that is a dict of fields (e.g. one grid point of
                  the ablation) is merged into the trial's config; a field named `<w>_log10`
-                 sets `<w>` = 10**value, or 0 where value <= ZERO_BELOW_LOG10.
+                 sets `<w>` = 10**value, or 0 where value <= marl.trial.ZERO_BELOW_LOG10.
     BASE         (optional) fixed config fields for every trial, e.g. fewer epochs
     SEARCH       (optional) "grid" (default) or "optuna"
     NUM_SAMPLES  (optional) repeats of the grid, or Optuna trials (default 1)
@@ -39,8 +39,6 @@ from marl.errors import UserError
 
 NAMES = ("paper_ablation", "ablation_subset", "latent_size", "full_grid", "optuna", "smoke", "convergence",
          "separation", "separation_optuna", "gamma_study", "gamma_study_cpu")
-LABEL_KEYS = ("ablation",)  # trial labels that are not Config fields (kept as config/<key>)
-ZERO_BELOW_LOG10 = -3.0
 
 
 @dataclass
@@ -163,44 +161,6 @@ def checked(space: SearchSpace) -> SearchSpace:
     if space.num_samples < 1:
         raise UserError(f"space: NUM_SAMPLES must be >= 1, got {space.num_samples}")
     return space
-
-
-def resolve_trial_config(config: dict) -> dict:
-    """Flatten a trial's config into Config fields.
-
-    Precedence, whatever the dict order Tune hands over: plain fields < `<w>_log10` fields <
-    nested dicts (grid points such as the ablation's) < the "set" dict of --set overrides.
-    """
-    flat, logs, nested = {}, {}, []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            nested.append((key == "set", value))
-        elif key.endswith("_log10"):
-            logs[key[: -len("_log10")]] = 0.0 if value <= ZERO_BELOW_LOG10 else 10.0 ** value
-        else:
-            flat[key] = value
-    flat.update(logs)
-    for _, value in sorted(nested, key=lambda item: item[0]):  # "set" last
-        flat.update(resolve_trial_config(value))
-    return flat
-
-
-MEMBERS = "members"  # a packed trial's configurations (marl.sweep --pack)
-
-
-def trial_members(config: dict) -> list[dict]:
-    """The flat configurations a trial trains: one, or each member of a packed trial.
-
-    A packed trial's config holds the fields its members share and, under "members", each
-    member's own fields (alpha, beta, gamma, seed, labels).
-    """
-    flat = resolve_trial_config(config)
-    members = flat.pop(MEMBERS, None)
-    return [flat] if members is None else [{**flat, **member} for member in members]
-
-
-def is_packed(config: dict) -> bool:
-    return MEMBERS in resolve_trial_config(config)
 
 
 def ablation_points(terms=("alpha", "beta", "gamma"), weights=(0.1, 0.5, 1.0)) -> list[dict]:

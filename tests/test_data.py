@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from marl import data
+from marl import data, features, synth
 from marl.config import Config
 
 
@@ -19,7 +19,7 @@ def test_pairs_share_timbre_and_differ_in_pitch_class(tiny_cfg):
     assert (f["timbre"][:, 0] == f["timbre"][:, 1]).all()
     assert (f["pitch_class"][:, 0] != f["pitch_class"][:, 1]).all()
     assert set(f["timbre"].unique().tolist()) == {0, 1, 2, 3}
-    cls = data.pitch_class(f["frequency"], tiny_cfg.f_min, tiny_cfg.f_max, tiny_cfg.n_pitch_classes)
+    cls = synth.pitch_class(f["frequency"], tiny_cfg.f_min, tiny_cfg.f_max, tiny_cfg.n_pitch_classes)
     assert torch.equal(cls, f["pitch_class"])
     assert (f["frequency"] >= tiny_cfg.f_min).all() and (f["frequency"] <= tiny_cfg.f_max).all()
 
@@ -40,7 +40,7 @@ def test_spectral_peak_rises_with_frequency():
     cfg = Config()
     freqs = torch.tensor([220.0, 440.0, 1000.0, 3000.0, 5900.0], dtype=torch.float64)
     n = len(freqs)
-    waves = data.synthesize(torch.full((n,), 2), freqs, torch.ones(n, dtype=torch.float64),
+    waves = synth.synthesize(torch.full((n,), 2), freqs, torch.ones(n, dtype=torch.float64),
                             torch.zeros(n, dtype=torch.float64), 8192, cfg.sample_rate)
     peaks = []
     for w in waves:
@@ -49,7 +49,7 @@ def test_spectral_peak_rises_with_frequency():
     assert np.all(np.diff(peaks) > 0)
     assert np.allclose(peaks, freqs.numpy(), rtol=0.02)
     # log-mel peak bin rises too
-    mel = data.log_mel(waves, cfg).mean(-1).argmax(-1)
+    mel = features.log_mel(waves, cfg).mean(-1).argmax(-1)
     assert (mel[1:] > mel[:-1]).all()
 
 
@@ -58,7 +58,7 @@ def test_timbres_differ_in_harmonic_content_at_every_pitch_class():
     width = (np.log(cfg.f_max) - np.log(cfg.f_min)) / cfg.n_pitch_classes
     centres = np.exp(np.log(cfg.f_min) + (np.arange(cfg.n_pitch_classes) + 0.5) * width)
     for f0 in [*centres, cfg.f_max * 0.999]:  # including the very top pitch
-        waves = data.synthesize(torch.arange(4), torch.full((4,), f0, dtype=torch.float64),
+        waves = synth.synthesize(torch.arange(4), torch.full((4,), f0, dtype=torch.float64),
                                 torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64),
                                 16384, cfg.sample_rate)
         ratios = []
@@ -79,7 +79,7 @@ def test_timbres_differ_in_harmonic_content_at_every_pitch_class():
 
 def test_nothing_is_synthesised_above_nyquist():
     sr = 44100
-    wave = data.synthesize(torch.tensor([2]), torch.tensor([5000.0], dtype=torch.float64),
+    wave = synth.synthesize(torch.tensor([2]), torch.tensor([5000.0], dtype=torch.float64),
                            torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 16384, sr)[0]
     hz, mag = _spectrum(wave, sr)
     # sawtooth at 5 kHz: harmonics 1..4 only (20 kHz < 22.05 kHz); an aliased 5th would land at 19.1 kHz

@@ -12,7 +12,7 @@ from marl.aggregate import exact_decomposition
 from marl.data import load_dataset
 from marl.evaluate import kl_diagnostics
 from marl.losses import Bank, decompose_kl, gaussian_log_density, reconstruction_nll
-from marl.train import Trainer
+from marl.trainer import Trainer
 
 N, D, B = 32768, 8, 256
 

@@ -179,7 +179,7 @@ def test_evaluate_returns_the_disentanglement_scores_of_a_trained_model(tiny_cfg
 
     from marl.data import load_dataset
     from marl.evaluate import evaluate
-    from marl.train import Trainer
+    from marl.trainer import Trainer
 
     data = load_dataset(tiny_cfg)
     trainer = Trainer(tiny_cfg, data, torch.device("cpu"))

@@ -169,7 +169,7 @@ def test_with_the_new_weights_at_zero_the_objective_is_the_papers(tiny_cfg):
 
 def test_weighing_a_term_trains_it_lower_than_leaving_it_out(tiny_cfg):
     from marl.data import load_dataset
-    from marl.train import Trainer
+    from marl.trainer import Trainer
 
     data = load_dataset(tiny_cfg)
     plain = Trainer(tiny_cfg, data, torch.device("cpu")).run_epoch()[0]

@@ -3,7 +3,7 @@ import torch
 
 from marl import names
 from marl.data import load_dataset
-from marl.train import Trainer, objective, pack_key
+from marl.trainer import Trainer, objective, pack_key
 
 
 @pytest.fixture
@@ -12,10 +12,11 @@ def members(tiny_cfg):
             tiny_cfg.replace(beta=1.0, gamma=0.0, seed=2)]
 
 
-def test_packed_and_single_trainers_give_the_same_gradients(members):
+@pytest.mark.parametrize("vectorise", [False, True])  # in turn (a CPU's default), vmap (a GPU's)
+def test_packed_and_single_trainers_give_the_same_gradients(members, vectorise):
     cpu = torch.device("cpu")
     data = load_dataset(members[0])
-    packed = Trainer(members, data, cpu)
+    packed = Trainer(members, data, cpu, vectorise=vectorise)
     g = torch.Generator().manual_seed(5)
     batch = data.train.x[:64]
     noise = torch.randn(3, 64, members[0].latent_dim, generator=g)
@@ -33,10 +34,11 @@ def test_packed_and_single_trainers_give_the_same_gradients(members):
             assert torch.allclose(packed.params[name].grad[i], p.grad, rtol=1e-4, atol=1e-5), name
 
 
-def test_packed_training_follows_each_members_own_run(members):
+@pytest.mark.parametrize("vectorise", [False, True])
+def test_packed_training_follows_each_members_own_run(members, vectorise):
     cpu = torch.device("cpu")
     data = load_dataset(members[0])
-    packed = Trainer(members, data, cpu)
+    packed = Trainer(members, data, cpu, vectorise=vectorise, chunk_size=2 if vectorise else None)
     packed_epochs = [packed.run_epoch() for _ in range(2)]
     for i, cfg in enumerate(members):
         single = Trainer(cfg, data, cpu)
@@ -85,4 +87,4 @@ def test_packed_members_are_probed_as_in_their_own_runs(members):
         single.run_epoch()
         alone = single.evaluate()[0][0]
         for key in keys:
-            assert metrics[key] == pytest.approx(alone[key], abs=0.01), (cfg.seed, key)
+            assert metrics[key] == alone[key], (cfg.seed, key)  # on a CPU: its own run's arithmetic

@@ -202,7 +202,7 @@ def test_a_checkpoint_that_tunes_saved_state_names_but_num_to_keep_deleted_is_re
 
 
 def test_a_trial_whose_config_lost_its_fields_refuses_to_train_defaults():
-    from marl.trainable import trial_configs
+    from marl.trial import configs as trial_configs
 
     with pytest.raises(ValueError, match="Tune lost the sweep's configuration"):
         trial_configs({})

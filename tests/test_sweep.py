@@ -8,7 +8,7 @@ import yaml
 
 import marl
 import search_spaces
-from marl import names
+from marl import names, trial
 from marl.sweep import count_trials, expand_grid, grid_trials, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_every_named_space_resolves_to_its_documented_number_of_trials(name):
 
 def test_paper_ablation_has_recon_only_and_one_term_at_a_time():
     space = search_spaces.load("paper_ablation")
-    variants = [search_spaces.resolve_trial_config(v) for v in expand_grid(space.space)]
+    variants = [trial.flatten(v) for v in expand_grid(space.space)]
     weights = {(v["alpha"], v["beta"], v["gamma"]) for v in variants}
     assert (0.0, 0.0, 0.0) in weights and len(weights) == 10
     assert all(sum(w > 0 for w in ws) <= 1 for ws in weights)
@@ -37,9 +37,9 @@ def test_paper_ablation_has_recon_only_and_one_term_at_a_time():
 
 
 def test_log10_fields_include_zero_and_win_over_plain_fields_in_any_order():
-    cfg = search_spaces.resolve_trial_config({"alpha_log10": -3.2, "beta_log10": 0.0, "gamma": 0.1})
+    cfg = trial.flatten({"alpha_log10": -3.2, "beta_log10": 0.0, "gamma": 0.1})
     assert cfg == {"alpha": 0.0, "beta": 1.0, "gamma": 0.1}
-    cfg = search_spaces.resolve_trial_config({"set": {"gamma": 0.5}, "gamma_log10": -1.0, "gamma": 0.0,
+    cfg = trial.flatten({"set": {"gamma": 0.5}, "gamma_log10": -1.0, "gamma": 0.0,
                                               "point": {"gamma": 0.2, "alpha": 1.0}, "alpha": 0.0})
     assert cfg == {"gamma": 0.5, "alpha": 1.0}
 
@@ -212,13 +212,12 @@ def test_packed_sweep_writes_one_row_and_one_loadable_model_per_configuration(sm
     ref = pd.read_parquet(root / "results" / "smoke" / "results.parquet").sort_values("config/gamma")
     assert len(df) == 2 and df["trial"].str.rsplit("/", n=1).str[0].nunique() == 1  # one Ray trial
     assert set(df["status"]) == {"ok"}
-    assert df["loss/total"].to_numpy() == pytest.approx(ref["loss/total"].to_numpy(), rel=1e-3)
-    # each member is probed as it would be alone: its own seed, its own probe draws. The packed
-    # models are not bit-identical to the solo ones (batched arithmetic), so a probe may flip a
-    # few of the 192 test clips: up to 4 (0.021) allowed, 3 seen for one MLP probe
+    # on a CPU each member trains with its own run's arithmetic (marl.trainer) and is probed from
+    # its own seed, so it is its solo run: the same losses, the same test accuracies
+    assert df["loss/total"].to_numpy() == pytest.approx(ref["loss/total"].to_numpy(), rel=1e-6)
     accuracies = [names.probe(latent, task, "test", kind) for latent in names.LATENTS
                   for task in names.TASKS for kind in names.PROBE_KINDS]
-    assert df[accuracies].to_numpy() == pytest.approx(ref[accuracies].to_numpy(), abs=4 / 192 + 1e-6)
+    assert df[accuracies].to_numpy() == pytest.approx(ref[accuracies].to_numpy(), abs=0.01)
     for ckpt, gamma in zip(df["checkpoint"], df["config/gamma"]):
         folder = Path(ckpt)
         assert (folder / "latents.parquet").exists()
@@ -238,7 +237,7 @@ def test_each_trials_tune_config_holds_exactly_the_values_it_trains_with(pack):
     param_space = grid_param_space(pack_trials(trials, pack))
     # no base value beside a grid point's own (the old table showed gamma 0.1 and point/gamma 0.0)
     assert not {"alpha", "beta", "gamma", "seed"} & set(param_space)
-    members = [m for v in expand_grid(param_space) for m in search_spaces.trial_members(v)]
+    members = [m for v in expand_grid(param_space) for m in trial.members(v)]
     assert members == trials  # every trial trains exactly its configuration
     assert len(expand_grid(param_space)) == (30 if pack == 1 else 8)
 

@@ -11,7 +11,7 @@ import torch
 
 from marl import names
 from marl.data import load_dataset
-from marl.train import Trainer
+from marl.trainer import Trainer
 
 
 @pytest.mark.parametrize("arch,estimator", [("mlp", "mss"), ("conv", "mws")])
