@@ -147,14 +147,11 @@ class Config:
             text = path.read_text()
         except OSError as err:
             raise UserError(f"config: cannot read {path}: {err.strerror or err}") from None
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
+        import yaml
 
-                values = yaml.safe_load(text)
-            else:
-                values = json.loads(text)
-        except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+        try:
+            values = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
             raise UserError(f"config: cannot parse {path}: {str(err).splitlines()[0]}") from None
         if not isinstance(values, dict):
             raise UserError(f"config: {path} must hold a mapping of field: value")

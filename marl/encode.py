@@ -9,6 +9,7 @@ model's length, and writes one row per clip: file, offset (seconds), the private
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def load_model(path, device: str | torch.device = "cpu") -> MARL:
         model.input_mean, model.input_std = state["normalisation"]["mean"], state["normalisation"]["std"]
     except UserError:
         raise
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same one-line error
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, AttributeError) as err:
+        # not a zip / not torch's (RuntimeError, UnpicklingError), cut off (EOFError), another
+        # program's dict (KeyError, TypeError), weights of another shape (RuntimeError)
         raise UserError(f"model: {path} is not a MARL model.pt ({type(err).__name__}: "
                         f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
     model.cfg = cfg

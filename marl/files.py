@@ -53,18 +53,17 @@ def replace_atomically(target: Path, write) -> None:
 
 
 def hold_lock(path: Path, what: str):
-    """Take an exclusive lock on `path` for as long as this process lives (or the returned
-    file stays open); if another process holds it, a UserError naming `what`."""
-    import fcntl
+    """Take an exclusive lock on `path` for as long as the returned lock lives (filelock, as the
+    data cache's); if another process holds it, a UserError naming `what`."""
+    from filelock import FileLock, Timeout
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held open on purpose
+    lock = FileLock(str(path))
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+        lock.acquire(timeout=0)
+    except Timeout:
         raise UserError(f"{what} is running now (lock {path}); wait for it to finish, or use --name") from None
-    return handle
+    return lock
 
 
 def write_json(path: Path, obj) -> None:

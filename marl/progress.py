@@ -37,7 +37,7 @@ def eta(elapsed: float, done: int, total: int) -> str:
 
 
 def describe(config: dict) -> str:
-    """What sets a trial apart: the grid axis `trial` (marl.sweep.grid_param_space), or the
+    """What sets a trial apart: the grid axis `trial` (marl.plan.grid_param_space), or the
     number of configurations a packed trial trains."""
     own = config.get("trial")
     if not isinstance(own, dict):

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,13 @@ from marl.cli import ArgumentParser
 from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
 from marl.files import hold_lock
-from marl.plan import (PACK_CAP, auto_pack, count_trials, expand_grid, gpu_share, grid_configs,  # noqa: F401
-                       grid_param_space, grid_trials, optuna_param_space, pack_trials, trials_at_once)
+from marl.plan import (PACK_CAP, auto_pack, gpu_share, grid_configs, grid_param_space, optuna_param_space,
+                       pack_trials, trials_at_once)
 from marl.results import (EPOCHS_FILE, RESULTS_FILE, is_uri, read_text, results_frames, summary_table,
                           write_parquet, write_text)
 from marl.resume import ARGS_FILE, check_resume_flags, check_storage, experiment_dir
 from marl.storage import atomic_local_filesystem, remove_partial_files
+from marl.tuner import callbacks, mlflow_uri, tune_config
 
 AUTO = "auto"
 _LOCK = None  # this driver's lock on its sweep name (held until the process ends)
@@ -274,25 +274,6 @@ def run(args: SweepArgs) -> pd.DataFrame:
     return df
 
 
-def mlflow_uri(args: SweepArgs, exp_dir: str) -> str:
-    if args.mlflow_uri:
-        return args.mlflow_uri
-    folder = Path.cwd() if is_uri(exp_dir) else Path(exp_dir)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def callbacks(args: SweepArgs, n_trials: int, exp_dir: str) -> list:
-    """The console's one line per trial event (Ray's own with --verbose), and MLflow runs."""
-    from marl.progress import ProgressLines
-
-    out = [] if args.verbose else [ProgressLines(n_trials)]
-    if args.log == "mlflow":
-        from marl.tracking import MlflowRuns
-
-        out.append(MlflowRuns(mlflow_uri(args, exp_dir), args.name))
-    return out
-
-
 def prebuild_data(cfgs: list[Config]) -> None:
     """Build each distinct dataset of an embedded-Ray sweep in the driver, on all its cores:
     trials, which get 1 thread each when given 1 CPU, then load it from this node's cache
@@ -306,53 +287,6 @@ def prebuild_data(cfgs: list[Config]) -> None:
         for cfg in todo:
             load_dataset(cfg)
         print(f"data: {len(todo)} dataset(s) built in {time.perf_counter() - start:.0f} s")
-
-
-OPTUNA_JOURNAL = "optuna.journal"
-
-
-def tune_config(space: search_spaces.SearchSpace, args: SweepArgs, eval_every: int = 0,
-                capacity: int = 2, exp_dir: str = ""):
-    """Search and scheduler. Optuna runs `capacity` trials at once (what the cluster holds)
-    unless --max-concurrent says otherwise, and keeps its study in `<exp_dir>/optuna.journal`
-    (local storage), where `optuna-dashboard` can open it."""
-    from ray import tune
-
-    # a grid's repeats are already among its trials (marl.plan.grid_configs)
-    num_samples = 1 if space.search == "grid" else (args.num_samples or space.num_samples)
-    search_alg = scheduler = None
-    if space.search == "optuna":
-        from optuna.samplers import NSGAIISampler
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        storage = None
-        if exp_dir and not is_uri(exp_dir):
-            from optuna.storages import JournalStorage
-            from optuna.storages.journal import JournalFileBackend
-
-            Path(exp_dir).mkdir(parents=True, exist_ok=True)
-            storage = JournalStorage(JournalFileBackend(str(Path(exp_dir) / OPTUNA_JOURNAL)))
-        multi = len(space.metrics) > 1
-        searcher = OptunaSearch(metric=space.metrics if multi else space.metrics[0],
-                                mode=space.modes if multi else space.modes[0],
-                                sampler=NSGAIISampler(seed=0) if multi else None,
-                                storage=storage, study_name=args.name or space.name)
-        search_alg = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent or capacity)
-    if args.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        # Validation separation exists at evaluation epochs only: rungs at multiples of
-        # eval_every (grace period eval_every, reduction factor 4) always land on one.
-        scheduler = ASHAScheduler(time_attr="epoch", metric=args.scheduler_metric, mode=args.scheduler_mode,
-                                  grace_period=max(1, eval_every), reduction_factor=4)
-    return tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
-                           max_concurrent_trials=args.max_concurrent or None,
-                           trial_dirname_creator=short_trial_name)
-
-
-def short_trial_name(trial) -> str:
-    return f"trial_{trial.trial_id}"  # Ray's default spells the whole config out
 
 
 def main(argv=None) -> None:

@@ -82,45 +82,69 @@ def load_checkpoint_state(checkpoint, device) -> dict:
         return torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
 
 
-def restore_state(checkpoint, device) -> tuple[dict | None, str, object]:
+STARTED_FILE = ".marl-started"  # in a trial's folder once it has started training
+
+
+def trial_storage() -> tuple[object, str]:
+    """This trial's folder on the sweep's storage, and its pyarrow filesystem. Tune names it in
+    the session's storage context only (no public API does)."""
+    from ray.train._internal.session import get_session
+
+    storage = get_session().storage
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+def restore_state(checkpoint, device, storage: tuple[object, str]) -> tuple[dict | None, str, object]:
     """The trainer state to resume from, how it was found, and the checkpoint it came from.
 
-    How: "named" (the checkpoint Tune named, or none needed), "newer" (one Tune never recorded:
-    Tune logs a report before it registers the report's checkpoint, and a kill between the
-    worker's write and either step leaves this), "older" (work Tune had recorded is trained
-    again) or "none" (nothing loads: the trial starts again from epoch 0).
+    How: "named" (the checkpoint Tune named, or none needed: a first start), "newer" (one Tune
+    never recorded: Tune logs a report before it registers the report's checkpoint, and a kill
+    between the worker's write and either step leaves this; also a checkpoint found when Tune
+    names none, a kill before Tune registered the trial's first), "older" (work Tune had recorded
+    is trained again) or "none" (nothing loads: the trial starts again from epoch 0; also a
+    trial that had started before, by its STARTED_FILE, and left no checkpoint).
 
     The newest checkpoint that loads wins over the one Tune recorded: after a driver kill,
     Tune's (throttled) experiment state can name an older checkpoint, or one that `num_to_keep`
     has since deleted (ray-project/ray#27790), and resuming from it would train epochs twice. A
     checkpoint being written at the moment of a kill is partial: it is skipped, logged on stderr,
-    and costs only its own epoch, as the epoch in flight at any kill does. The folder is listed
-    through the checkpoint's own pyarrow filesystem, so a bucket works like a local folder.
+    and costs only its own epoch, as the epoch in flight at any kill does. The trial's folder
+    (`storage`: filesystem, path) is listed through pyarrow, so a bucket works like a local folder.
     """
-    if checkpoint is None:
-        return None, "named", None
+    import pickle
+
     from pyarrow.fs import FileSelector, FileType
 
-    fs, trial_dir = checkpoint.filesystem, str(Path(checkpoint.path).parent)
+    fs, trial_dir = storage
     try:
         infos = fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
-    except OSError:
+    except OSError as err:  # the named checkpoint, if any, is still tried below
+        print(f"marl: cannot list {trial_dir} ({err}); trying only the checkpoint Tune named", file=sys.stderr)
         infos = []
     folders = sorted((i.path for i in infos if i.type == FileType.Directory
                       and Path(i.path).name.startswith("checkpoint_")), reverse=True)
-    if checkpoint.path not in folders:
+    if checkpoint is not None and checkpoint.path not in folders:
         folders.append(checkpoint.path)
-    named = Path(checkpoint.path).name  # checkpoint_%06d: names sort by index
+    named = Path(checkpoint.path).name if checkpoint is not None else ""  # checkpoint_%06d: sort by index
     for folder in folders:
         found = tune.Checkpoint(folder, filesystem=fs)
         try:
             state = load_checkpoint_state(found, device)
-        except Exception:  # noqa: BLE001 - missing or partial: try the next newest
-            print(f"marl: skipping checkpoint {folder}: it does not load (cut off mid-write?)", file=sys.stderr)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as err:
+            # missing, or cut off mid-write (torch.load's RuntimeError for a partial zip): the next newest
+            print(f"marl: skipping checkpoint {folder}: it does not load ({type(err).__name__})", file=sys.stderr)
             continue
         name = Path(folder).name
         return state, "named" if name == named else "newer" if name > named else "older", found
-    return None, "none", None
+    started = any(Path(i.path).name == STARTED_FILE for i in infos)
+    return None, "none" if checkpoint is not None or started else "named", None
+
+
+def mark_started(storage: tuple[object, str]) -> None:
+    fs, trial_dir = storage
+    fs.create_dir(trial_dir, recursive=True)
+    with fs.open_output_stream(f"{trial_dir}/{STARTED_FILE}") as stream:
+        stream.write(b"")
 
 
 def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = False) -> None:
@@ -139,8 +163,8 @@ def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = Fals
     device = trial_device(cfg.device)
     trainer = Trainer(cfgs, data, device)
     diverged: dict[int, int] = {}
-    checkpoint = tune.get_checkpoint()
-    state, found, source = restore_state(checkpoint, device)
+    checkpoint, storage = tune.get_checkpoint(), trial_storage()
+    state, found, source = restore_state(checkpoint, device, storage)
     restarts = state.get("restarts", 0) if state else 0
     if state:
         trainer.load_state_dict(state["trainer"])
@@ -148,7 +172,12 @@ def marl_trainable(config: dict, checkpoint_every: int = 1, verbose: bool = Fals
     if found in ("older", "none"):  # never silent: logged, and counted in the results' `restarts`
         restarts += 1
         where = f"epoch {trainer.epoch}" if state else "epoch 0 (no intact checkpoint)"
-        print(f"marl: checkpoint {checkpoint.path} did not load; resuming from {where}", file=sys.stderr)
+        what = f"checkpoint {checkpoint.path} did not load" if checkpoint else "restarted before its first checkpoint"
+        print(f"marl: {what}; resuming from {where}", file=sys.stderr)
+    if found == "newer" and checkpoint is None:
+        print(f"marl: restarted before Tune registered its first checkpoint; resuming from "
+              f"{Path(source.path).name}", file=sys.stderr)
+    mark_started(storage)
     if state and "report" in state and (trainer.epoch >= cfg.epochs or len(diverged) == k):
         # finished before the driver died, which never logged it: report the final result again
         with checkpoint_folder(source) as d:

@@ -177,8 +177,8 @@ class Trainer:
     def members(self) -> list[MARL]:
         return [self.member(k) for k in range(len(self.cfgs))]
 
-    def evaluate(self, with_umap: bool = False) -> list[tuple[dict, "pd.DataFrame"]]:
-        """Each member's (metrics, test latents), all probes trained in one batch."""
+    def evaluate(self, with_umap: bool = False) -> list[tuple]:
+        """Each member's (metrics, test latents DataFrame), all probes trained in one batch."""
         from marl.evaluate import evaluate_members
 
         return evaluate_members(self.members(), self.cfgs, self.data, self.device, with_umap)

@@ -178,7 +178,7 @@ def test_a_checkpoint_that_tunes_saved_state_names_but_num_to_keep_deleted_is_re
     from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    from marl.sweep import recreate_named_checkpoints
+    from marl.resume import recreate_named_checkpoints
 
     def trial(name: str, latest: str | None) -> tuple[str, str]:
         metadata = _TrainingRunMetadata()
@@ -328,7 +328,9 @@ def test_resume_takes_the_newest_checkpoint_that_loads_and_counts_only_lost_reco
     import torch
     from ray import tune
 
-    from marl.trainable import STATE_FILE, restore_state
+    import pyarrow.fs
+
+    from marl.trainable import STATE_FILE, mark_started, restore_state
 
     def checkpoint(i: int, epoch: int | None) -> tune.Checkpoint:
         folder = trial / f"checkpoint_00000{i}"
@@ -340,20 +342,27 @@ def test_resume_takes_the_newest_checkpoint_that_loads_and_counts_only_lost_reco
         return tune.Checkpoint.from_directory(str(folder))
 
     trial = tmp_path / "trial"
+    local = pyarrow.fs.LocalFileSystem()
+    storage = (local, str(trial))
     checkpoint(2, 3)
     checkpoint(3, None)
     gone = tune.Checkpoint.from_directory(str(trial / "checkpoint_000001"))  # deleted by num_to_keep
-    state, found, source = restore_state(gone, "cpu")
+    state, found, source = restore_state(gone, "cpu", storage)
     assert state["trainer"] == {"epoch": 3} and found == "newer"  # newer than Tune's: nothing lost
     assert source.path.endswith("checkpoint_000002") and "checkpoint_000003" in capfd.readouterr().err
     named = checkpoint(3, None)  # the checkpoint Tune recorded is unreadable: recorded work is lost
-    assert restore_state(named, "cpu")[:2] == ({"trainer": {"epoch": 3}, "diverged": {}}, "older")
-    assert restore_state(checkpoint(4, 5), "cpu")[:2] == ({"trainer": {"epoch": 5}, "diverged": {}}, "named")
+    assert restore_state(named, "cpu", storage)[:2] == ({"trainer": {"epoch": 3}, "diverged": {}}, "older")
+    assert restore_state(checkpoint(4, 5), "cpu", storage)[:2] == ({"trainer": {"epoch": 5}, "diverged": {}}, "named")
     older = tune.Checkpoint.from_directory(str(trial / "checkpoint_000002"))  # what a stale state names
-    assert restore_state(older, "cpu")[:2] == ({"trainer": {"epoch": 5}, "diverged": {}}, "newer")
-    assert restore_state(None, "cpu") == (None, "named", None)  # a fresh trial is no restart
+    assert restore_state(older, "cpu", storage)[:2] == ({"trainer": {"epoch": 5}, "diverged": {}}, "newer")
+    # killed before Tune registered the trial's first checkpoint: Tune names none, the folder has one
+    assert restore_state(None, "cpu", storage)[:2] == ({"trainer": {"epoch": 5}, "diverged": {}}, "newer")
+    fresh = (local, str(tmp_path / "fresh"))
+    assert restore_state(None, "cpu", fresh) == (None, "named", None)  # a first start is no restart
+    mark_started(fresh)  # started, killed before any checkpoint: a restart from epoch 0, counted
+    assert restore_state(None, "cpu", fresh) == (None, "none", None)
     empty = tmp_path / "empty" / "checkpoint_000001"
-    assert restore_state(tune.Checkpoint.from_directory(str(empty)), "cpu") == (None, "none", None)
+    assert restore_state(tune.Checkpoint.from_directory(str(empty)), "cpu", (local, str(empty.parent))) == (None, "none", None)
 
 
 @pytest.mark.timeout(200)

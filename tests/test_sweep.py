@@ -9,7 +9,8 @@ import yaml
 import marl
 import search_spaces
 from marl import names, trial
-from marl.sweep import count_trials, expand_grid, grid_trials, parse_args
+from marl.plan import count_trials, expand_grid, grid_trials
+from marl.sweep import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,7 +232,7 @@ def test_packed_sweep_writes_one_row_and_one_loadable_model_per_configuration(sm
 
 @pytest.mark.parametrize("pack", [1, 4])
 def test_each_trials_tune_config_holds_exactly_the_values_it_trains_with(pack):
-    from marl.sweep import grid_param_space, pack_trials
+    from marl.plan import grid_param_space, pack_trials
 
     trials = grid_trials(search_spaces.load("paper_ablation"), parse_args([]))
     param_space = grid_param_space(pack_trials(trials, pack))
@@ -243,7 +244,7 @@ def test_each_trials_tune_config_holds_exactly_the_values_it_trains_with(pack):
 
 
 def test_asha_stops_on_validation_separation_at_evaluation_epochs():
-    from marl.sweep import tune_config
+    from marl.tuner import tune_config
 
     args = parse_args(["--space", "smoke", "--scheduler", "asha", "--set", "eval_every=3"])
     space = search_spaces.load("smoke")
@@ -258,7 +259,7 @@ def test_asha_stops_on_validation_separation_at_evaluation_epochs():
 
 
 def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
-    from marl.sweep import tune_config
+    from marl.tuner import tune_config
 
     space = search_spaces.load("optuna")
     assert tune_config(space, parse_args(["--space", "optuna"]), capacity=7).search_alg.max_concurrent == 7
@@ -267,7 +268,7 @@ def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
 
 
 def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
-    from marl.sweep import gpu_share
+    from marl.plan import gpu_share
 
     assert gpu_share(1, 16, n_trials=1, cpus_per_trial=1) == 1.0  # one packed trial: the whole GPU
     assert gpu_share(1, 16, n_trials=3, cpus_per_trial=1) == pytest.approx(1 / 3)
@@ -279,7 +280,7 @@ def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
 
 def test_auto_pack_is_capped_and_shrinks_when_members_need_more_memory():
     from marl.config import Config
-    from marl.sweep import PACK_CAP, auto_pack
+    from marl.plan import PACK_CAP, auto_pack
 
     assert auto_pack(Config()) == PACK_CAP
     big = auto_pack(Config(batch_size=4096, n_train_pairs=8192, latent_dim=32))
@@ -367,7 +368,7 @@ def test_resume_refuses_flags_the_restored_sweep_would_ignore():
     import json
 
     from marl.errors import UserError
-    from marl.sweep import check_resume_flags
+    from marl.resume import check_resume_flags
 
     recorded = json.loads(json.dumps(dataclasses.asdict(parse_args(["--pack", "30", "--set", "epochs=3"]))))
     check_resume_flags(parse_args(["--resume"]), recorded)  # defaults: the original values stand
