@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from marl import names
-from marl.evaluate import discretize, entropy, labels, majority_rate, mi_matrix, mig, shuffled_mi_matrix
+from marl.evaluate import discrete_mi, discretize, entropy, labels, majority_rate, mi_matrix, mig, shuffled_mi_matrix
 from marl.probes import accuracy as probe_accuracy
 
 
@@ -18,6 +18,23 @@ def test_identity_representation_has_mi_equal_to_factor_entropy():
     assert mi[0, 0] == pytest.approx(h[0]) and mi[1, 1] == pytest.approx(h[1])
     assert h[0] == pytest.approx(np.log(4), abs=0.01)
     assert mi[0, 1] < 0.02 and mi[1, 0] < 0.02  # independent factors
+
+
+def test_discrete_mi_is_sklearns_mutual_info_score_column_by_column():
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, 3000)
+    b = np.stack([a + rng.integers(0, 2, 3000), rng.integers(0, 7, 3000), a * 10 - 3, np.zeros(3000)], 1)
+    expected = [mutual_info_score(a, b[:, j]) for j in range(b.shape[1])]
+    assert discrete_mi(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_entropy_is_the_plug_in_entropy_of_the_class_frequencies():
+    from scipy.stats import entropy as scipy_entropy
+
+    f = np.random.default_rng(4).integers(0, 6, 2500) ** 2  # labels need not be 0..C-1
+    assert entropy(f) == pytest.approx(scipy_entropy(np.unique(f, return_counts=True)[1]), abs=1e-12)
 
 
 def test_constant_representation_has_zero_mi():
