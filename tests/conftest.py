@@ -71,6 +71,41 @@ def tiny_cfg() -> Config:
     return Config.from_dict(TINY)
 
 
+def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 240):
+    """A command line as a user runs it: `python -m module args` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def in_process(module: str, *args: str, cwd=None):
+    """`run_module` without starting an interpreter, for inputs a command line must refuse:
+    the module's `main(argv)` under `exit_on_user_error`, as `python -m` runs it. Returns what
+    subprocess.run does (returncode, stdout, stderr)."""
+    import contextlib
+    import importlib
+    import io
+    import subprocess
+
+    from marl.errors import exit_on_user_error
+
+    main = importlib.import_module(module).main
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exit_on_user_error(lambda: main([str(a) for a in args]))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
 def run_smoke_sweep(root: Path, *flags: str):
     """The smoke sweep through the real command line, under root/results, with a data cache
     of its own (the tests that share a sweep share it on purpose)."""

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -8,6 +6,7 @@ import pytest
 from analysis import figures, load_results, tables
 from analysis.report import build_report
 from marl import names
+from tests.conftest import in_process, run_module
 
 
 def fake_results(seeds=(0, 1, 2), diverged_one=True) -> pd.DataFrame:
@@ -157,8 +156,7 @@ def test_report_writes_every_figure(results_dir, tmp_path):
 
 
 def run_report(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "analysis.report", *args], capture_output=True,
-                          text=True, timeout=240, cwd=cwd)
+    return run_module("analysis.report", *args, cwd=cwd)
 
 
 def test_report_cli_on_a_smoke_sweep(smoke_sweep, tmp_path):
@@ -179,11 +177,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "results.parquet").write_bytes(b"PAR1 this is not parquet")
-    proc = run_report(str(corrupt), "--out", str(tmp_path / "o"))
+    proc = in_process("analysis.report", corrupt, "--out", tmp_path / "o")
     assert proc.returncode == 2 and "Parquet" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run_report(str(empty), "--out", str(tmp_path / "o"))
+    proc = in_process("analysis.report", empty, "--out", tmp_path / "o")
     assert proc.returncode == 2 and "results.parquet" in proc.stderr
     assert not (tmp_path / "o").exists()
 

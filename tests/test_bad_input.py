@@ -3,17 +3,12 @@
 Every kind must give one line on stderr, exit code 2, no traceback, and overwrite nothing.
 """
 
-import subprocess
-import sys
-
 import pytest
 
+from tests.conftest import in_process, run_module
 from tests.test_analysis import fake_results
 
-
-def cli(module, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+cli = in_process  # one exit-code test per command line runs it in its own interpreter (test_shipped_*)
 
 
 def assert_clean_error(proc, needle):
@@ -22,9 +17,10 @@ def assert_clean_error(proc, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_shipped_cluster_file_is_valid():
-    proc = cli("marl.check_cluster", "cluster.yaml")
+def test_shipped_cluster_file_is_valid(tmp_path):
+    proc = run_module("marl.check_cluster", "cluster.yaml")
     assert proc.returncode == 0 and "valid" in proc.stdout
+    assert_clean_error(run_module("marl.check_cluster", tmp_path / "nope.yaml"), "cannot read")
 
 
 @pytest.mark.parametrize("text,needle", [

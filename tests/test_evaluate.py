@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 
 from marl import names
-from marl.evaluate import discrete_mi, discretize, entropy, labels, majority_rate, mi_matrix, mig, shuffled_mi_matrix
+from marl.evaluate import (
+    discrete_mi,
+    discretize,
+    entropy,
+    labels,
+    majority_rate,
+    mi_matrix,
+    mig,
+    shuffled_mi_matrix,
+)
 from marl.probes import accuracy as probe_accuracy
 
 

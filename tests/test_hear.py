@@ -8,8 +8,8 @@ import torch
 from marl import hear, names
 from marl.config import Config
 from marl.data import generate
-from marl.features import n_samples_for
 from marl.errors import UserError
+from marl.features import n_samples_for
 from marl.member import model_file
 from marl.trainer import Trainer
 from tests.conftest import TINY

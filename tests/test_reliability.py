@@ -175,7 +175,10 @@ def test_a_checkpoint_that_tunes_saved_state_names_but_num_to_keep_deleted_is_re
     newest one (ray-project/ray#27790)."""
     from ray import tune
     from ray.train import CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+    from ray.train._internal.checkpoint_manager import (
+        _CheckpointManager,
+        _TrainingResult,
+    )
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
     from marl.resume import recreate_named_checkpoints
@@ -212,7 +215,11 @@ def test_a_trial_whose_config_lost_its_fields_refuses_to_train_defaults():
 def test_tune_state_files_appear_whole_or_not_at_all(tmp_path):
     import pyarrow.fs
 
-    from marl.storage import _AtomicWriter, atomic_local_filesystem, remove_partial_files
+    from marl.storage import (
+        _AtomicWriter,
+        atomic_local_filesystem,
+        remove_partial_files,
+    )
 
     fs = atomic_local_filesystem()
     target = tmp_path / "exp" / "tuner.pkl"
@@ -325,10 +332,9 @@ def test_sigkill_at_random_moments_then_finishing_gives_the_same_rows(tmp_path):
 
 
 def test_resume_takes_the_newest_checkpoint_that_loads_and_counts_only_lost_recorded_work(tmp_path, capfd):
+    import pyarrow.fs
     import torch
     from ray import tune
-
-    import pyarrow.fs
 
     from marl.trainable import STATE_FILE, mark_started, restore_state
 

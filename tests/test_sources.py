@@ -17,9 +17,15 @@ from marl import soundfont, sources
 from marl.config import Config
 from marl.data import load_dataset
 from marl.encode import frame
+from tests.conftest import in_process
 
 TINY = ["--n-train-pairs", "256", "--n-test-pairs", "96", "--n-val-pairs", "96", "--batch-size", "64",
         "--hidden", "32", "--latent-dim", "4", "--probe-train-clips", "256", "--umap", "false"]
+
+
+def assert_one_line_exit_2(proc, needle: str, out: Path) -> None:
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def cli(module, *args, env=None, timeout=300):
@@ -145,10 +151,9 @@ def test_bad_folder_input_is_one_line_exit_2(nsynth_dir, tmp_path, case, needle)
     elif case == "too_few":
         write_folder(folder, nsynth_dir, rows=[("keyboard_synthetic_000-060-100.wav", "piano", 60),
                                                ("keyboard_synthetic_001-061-100.wav", "e-piano", 61)])
-    proc = cli("marl.train", "--source", "folder", "--data-dir", str(folder), "--epochs", "1", *TINY,
-               "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "R").exists()
+    proc = in_process("marl.train", "--source", "folder", "--data-dir", folder, "--epochs", "1", *TINY,
+                      "--out", tmp_path / "R")
+    assert_one_line_exit_2(proc, needle, tmp_path / "R")
 
 
 def test_framing_cuts_whole_clips_and_pads_only_the_tail():
@@ -212,7 +217,8 @@ def test_a_note_is_unusable_only_when_silent_beside_the_fonts_level_or_clipped()
 def fixture_font(tmp_path_factory):
     """Program 0 loud, 1 quiet (-32 dB: some notes below the old absolute threshold), 2 truly silent below
     velocity 65, 3 silent above MIDI 61."""
-    from tests.sf2 import Voice, soundfont as sf2
+    from tests.sf2 import Voice
+    from tests.sf2 import soundfont as sf2
 
     path = tmp_path_factory.mktemp("font") / "fixture.sf2"
     path.write_bytes(sf2([Voice(), Voice(attenuation_cb=800), Voice(velocities=(65, 127)), Voice(keys=(0, 61))]))
@@ -356,10 +362,9 @@ def test_bad_nsynth_layout_or_fields_are_one_line_exit_2(nsynth_splits_dir, tmp_
         extra = ["--families", "keyboard,banjo"]
     else:
         extra = ["--programs", "0,kazoo"]
-    proc = cli("marl.train", "--source", "nsynth", "--data-dir", str(data), *extra, "--epochs", "1", *TINY,
-               "--out", str(tmp_path / "R"), env={"MARL_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "R").exists()
+    proc = in_process("marl.train", "--source", "nsynth", "--data-dir", data, *extra, "--epochs", "1", *TINY,
+                      "--out", tmp_path / "R")
+    assert_one_line_exit_2(proc, needle, tmp_path / "R")
 
 
 @pytest.mark.skipif(not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file(),

@@ -11,6 +11,7 @@ import search_spaces
 from marl import names, trial
 from marl.plan import count_trials, expand_grid, grid_trials
 from marl.sweep import parse_args
+from tests.conftest import in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,22 +171,26 @@ def test_tiny_optuna_sweep_from_a_user_space_file(tmp_path):
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, needle):
     if "--storage" not in args:
         args = [*args, "--storage", str(tmp_path / "r")]
-    proc = sweep_cli("--space", "smoke", *args, cwd=tmp_path, timeout=60) if "--space" not in args \
-        else sweep_cli(*args, cwd=tmp_path, timeout=60)
+    proc = in_process("marl.sweep", *([] if "--space" in args else ["--space", "smoke"]), *args, cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "r" / "smoke").exists()
 
 
+def test_the_command_line_exits_2_on_bad_input(tmp_path):
+    proc = sweep_cli("--space", "smoke", "--set", "gama=1", "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: --set: unknown config field 'gama'"]
+
+
 def test_bad_space_file_is_rejected(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("SPACE = {'gamma': -1.0}\nNUM_TRIALS = 1\n")
-    proc = sweep_cli("--space", str(bad), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    proc = in_process("marl.sweep", "--space", bad, "--storage", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 2 and "gamma" in proc.stderr and "Traceback" not in proc.stderr
     broken = tmp_path / "broken.py"
     broken.write_text("SPACE = {\n")
-    proc = sweep_cli("--space", str(broken), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    proc = in_process("marl.sweep", "--space", broken, "--storage", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 2 and "broken.py" in proc.stderr
 
 
@@ -243,19 +248,40 @@ def test_each_trials_tune_config_holds_exactly_the_values_it_trains_with(pack):
     assert len(expand_grid(param_space)) == (30 if pack == 1 else 8)
 
 
+def asha_stops(scheduler, metric: str, worse_each: float) -> set[tuple[int, int]]:
+    """(epoch, trial) of each STOP the scheduler gives 8 trials that report epochs 1-12, each
+    trial `worse_each` worse than the one before, the metric NaN except at multiples of 3 (as
+    a sweep with eval_every=3 reports it). Only Tune's public scheduler interface is used."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    trials = [SimpleNamespace(trial_id=str(i)) for i in range(8)]
+    for t in trials:
+        scheduler.on_trial_add(None, t)
+    stopped = set()
+    for epoch in range(1, 13):
+        for i, t in enumerate(trials):
+            if any(i == j for _, j in stopped):
+                continue
+            value = worse_each * i if epoch % 3 == 0 else float("nan")
+            if scheduler.on_trial_result(None, t, {"epoch": epoch, metric: value}) == TrialScheduler.STOP:
+                stopped.add((epoch, i))
+    return stopped
+
+
 def test_asha_stops_on_validation_separation_at_evaluation_epochs():
     from marl.tuner import tune_config
 
     args = parse_args(["--space", "smoke", "--scheduler", "asha", "--set", "eval_every=3"])
     space = search_spaces.load("smoke")
-    scheduler = tune_config(space, args, eval_every=3).scheduler
-    assert scheduler._metric == names.SELECTION and scheduler._mode == "max"
-    assert scheduler._time_attr == "epoch"
-    rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]
-    assert rungs and all(m % 3 == 0 for m in rungs)  # every rung lands on an evaluation
+    stopped = asha_stops(tune_config(space, args, eval_every=3).scheduler, names.SELECTION, worse_each=-1.0)
+    assert stopped and all(epoch % 3 == 0 for epoch, _ in stopped)  # only at an evaluation
+    assert 0 not in {i for _, i in stopped}  # the best separation goes on
+    # were it to maximise leakage, or read another metric, the worst trials would go on instead
     args = parse_args(["--space", "smoke", "--scheduler", "asha", "--scheduler-metric", names.leakage("val")])
-    scheduler = tune_config(space, args, eval_every=3).scheduler
-    assert scheduler._metric == names.leakage("val") and scheduler._mode == "min"  # leakage: lower is better
+    stopped = asha_stops(tune_config(space, args, eval_every=3).scheduler, names.leakage("val"), worse_each=1.0)
+    assert stopped and 0 not in {i for _, i in stopped}  # leakage: lower is better
 
 
 def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():

@@ -1,8 +1,6 @@
 import copy
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +10,7 @@ import torch
 from marl import names
 from marl.data import load_dataset
 from marl.trainer import Trainer
+from tests.conftest import in_process, run_module
 
 
 @pytest.mark.parametrize("arch,estimator", [("mlp", "mss"), ("conv", "mws")])
@@ -44,8 +43,7 @@ def test_checkpoint_round_trip_continues_identically(tiny_cfg):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "marl.train", *args], capture_output=True,
-                          text=True, timeout=240, cwd=cwd)
+    return run_module("marl.train", *args, cwd=cwd)
 
 
 TINY_FLAGS = ["--n-train-pairs", "256", "--n-test-pairs", "96", "--n-val-pairs", "96", "--epochs", "2", "--batch-size", "64",
@@ -132,10 +130,16 @@ def test_train_reports_the_exact_decomposition_and_the_estimators_error(tmp_path
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field):
     out_args = [] if "--out" in args else ["--out", str(tmp_path / "run")]
-    proc = run_cli(*args, *out_args, cwd=tmp_path)
+    proc = in_process("marl.train", *args, *out_args, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_exits_2_on_bad_input(tmp_path):
+    proc = run_cli("--gamma", "nan", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "gamma" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
