@@ -55,7 +55,7 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per problem: logits (P, N, C), labels (P, N) -> (P,)."""
-    # one fused log-softmax kernel and its one backward (a hand-written logsumexp took 3×)
+    # one log-softmax kernel and its one backward (a hand-written logsumexp took 3×)
     ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
     return ce.view(y.shape).mean(-1)
 
@@ -167,7 +167,7 @@ def fit_mlp(train, val, test, n_classes, seed=0, n_features=None, stream=None):
     # sklearn's L2 penalty ½α‖W‖²/batch as Adam's (coupled) weight decay α/batch on the weights:
     # the same gradient, without computing the penalty each step
     opt = torch.optim.Adam([{"params": params[0::2], "weight_decay": MLP_ALPHA / min(MLP_BATCH, n)},
-                            {"params": params[1::2]}], lr=MLP_LR, fused=True)
+                            {"params": params[1::2]}], lr=MLP_LR, fused=True)  # Adam's one-kernel update (its flag's name)
     best = [t.detach().clone() for t in params]
     best_val = torch.full((p,), -1.0, device=dev)
     batch = min(MLP_BATCH, n)

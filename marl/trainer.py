@@ -77,7 +77,7 @@ class Trainer:
             models.append(MARL(cfg).to(device))
         self.params, self.buffers = stack_module_state(models)
         self.skeleton = copy.deepcopy(models[0]).to("meta")
-        # fused=True: one kernel for all parameters' updates, on CUDA (measured on CPU: no gain)
+        # Adam's `fused` flag: one kernel for all parameters' updates, on CUDA (measured on CPU: no gain)
         self.opt = torch.optim.Adam(list(self.params.values()), lr=self.cfg.lr,
                                     fused=True if device.type == "cuda" else None)
         self.weights = torch.tensor([[getattr(c, w) for w in names.WEIGHTS] for c in cfgs], device=device)
