@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +145,16 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
     return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"],
                    tasks=state["tasks"], midi=state["midi"], skipped=tuple(state["skipped"]),
                    timbre_names=tuple(state["timbre_names"]))
+
+
+def prebuild(cfgs: list[Config]) -> None:
+    """Build each distinct dataset of an embedded-Ray sweep in the driver, on all its cores:
+    trials, which get 1 thread each when given 1 CPU, then load it from this node's cache
+    instead of generating it themselves."""
+    distinct = {json.dumps(c.data_dict(), sort_keys=True): c for c in cfgs}  # 30 trials, one dataset
+    todo = [c for c in distinct.values() if not cache_path(c).exists()]  # each path once: it lists files
+    if todo:
+        start = time.perf_counter()
+        for cfg in todo:
+            load_dataset(cfg)
+        print(f"data: {len(todo)} dataset(s) built in {time.perf_counter() - start:.0f} s")

@@ -23,9 +23,9 @@ import os
 
 import torch
 
-from marl.features import log_mel, n_samples_for
 from marl.encode import load_model as load_marl
 from marl.errors import UserError
+from marl.features import log_mel, n_samples_for
 
 LATENTS = ("private", "shared", "both")
 ENV = "MARL_HEAR_LATENTS"

@@ -28,7 +28,6 @@ import pandas as pd
 import search_spaces
 from marl import names
 from marl.cli import ArgumentParser
-from marl.config import Config
 from marl.errors import UserError, exit_on_user_error
 from marl.files import hold_lock
 from marl.plan import (PACK_CAP, auto_pack, gpu_share, grid_configs, grid_param_space, optuna_param_space,
@@ -37,6 +36,7 @@ from marl.results import (EPOCHS_FILE, RESULTS_FILE, is_uri, read_text, results_
                           write_parquet, write_text)
 from marl.resume import ARGS_FILE, check_resume_flags, check_storage, experiment_dir
 from marl.storage import atomic_local_filesystem, remove_partial_files
+from marl.trial import configs as trial_configs
 from marl.tuner import callbacks, mlflow_uri, tune_config
 
 AUTO = "auto"
@@ -193,7 +193,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
         _LOCK = hold_lock(Path(args.storage) / f".{args.name}.lock", f"a sweep named {args.name!r}")
 
     if trials is not None and not args.address and not args.resume:
-        prebuild_data([cfg for cfg, _ in planned])
+        from marl.data import prebuild  # torch: only once the flags are known to be good
+
+        prebuild([cfg for cfg, _ in planned])
 
     import ray
     from ray import tune
@@ -232,6 +234,10 @@ def run(args: SweepArgs) -> pd.DataFrame:
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
+    if trials is not None and not args.address:  # the trials run on this machine: time them here
+        from marl.cost import sweep_estimate
+
+        print(sweep_estimate(trial_configs(trials[0]), n_trials, capacity, args.cpus_per_trial, gpus))
     trainable = tune.with_resources(
         tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every, verbose=args.verbose),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
@@ -272,21 +278,6 @@ def run(args: SweepArgs) -> pd.DataFrame:
     if args.log == "mlflow":
         print(f"mlflow:      mlflow ui --backend-store-uri {mlflow_uri(args, exp_dir)}")
     return df
-
-
-def prebuild_data(cfgs: list[Config]) -> None:
-    """Build each distinct dataset of an embedded-Ray sweep in the driver, on all its cores:
-    trials, which get 1 thread each when given 1 CPU, then load it from this node's cache
-    instead of generating it themselves."""
-    from marl.data import cache_path, load_dataset
-
-    distinct = {json.dumps(c.data_dict(), sort_keys=True): c for c in cfgs}  # 30 trials, one dataset
-    todo = [c for c in distinct.values() if not cache_path(c).exists()]  # each path once: it lists files
-    if todo:
-        start = time.perf_counter()
-        for cfg in todo:
-            load_dataset(cfg)
-        print(f"data: {len(todo)} dataset(s) built in {time.perf_counter() - start:.0f} s")
 
 
 def main(argv=None) -> None:

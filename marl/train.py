@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from marl import names
-from marl.cli import ArgumentParser
+from marl.cli import ArgumentParser, field_comments
 from marl.config import Config
 from marl.data import Dataset, load_dataset
 from marl.errors import UserError, exit_on_user_error
@@ -70,9 +70,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]:
     parser.add_argument("--out", metavar="DIR", default="runs/latest", help="output folder (default: %(default)s)")
     parser.add_argument("--listen", action="store_true",
                         help="also render the reconstructions and timbre swaps to WAV (Griffin-Lim) in OUT/audio")
+    comments = field_comments(Config)
     for f in fields(Config):
+        about = comments.get(f.name, "").replace("%", "%%")
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.type.upper(),
-                            help=f"default: {f.default}")
+                            help=f"{about} (default: {f.default})" if about else f"default: {f.default}")
     args = vars(parser.parse_args(argv))
     values = Config.from_file(args.pop("config")) if args.get("config") else {}
     out, listen = Path(args.pop("out")), args.pop("listen")

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,7 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     assert len(before.splitlines()) + len(proc.stderr.splitlines()) <= 30, before + proc.stderr
     assert sum("done in" in line for line in before.splitlines()) == 2
     assert "Checkpoint successfully created" not in proc.stdout + proc.stderr and "╭" not in before
+    assert re.search(r"estimate: ~\d+ s \(1 round\(s\) of", before), before  # 2 trials, 2 at once
     header = summary.splitlines()[1].split()
     assert header[:2] == ["gamma", "n"] and "shared/pitch" in header and "1/1" in summary
     # provenance: what computed each row
@@ -291,6 +293,16 @@ def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
     assert tune_config(space, parse_args(["--space", "optuna"]), capacity=7).search_alg.max_concurrent == 7
     args = parse_args(["--space", "optuna", "--max-concurrent", "3"])
     assert tune_config(space, args, capacity=7).search_alg.max_concurrent == 3
+
+
+def test_the_cost_estimate_counts_rounds_steps_and_evaluations():
+    from marl.cost import EVAL_SECONDS, TRIAL_SECONDS, estimate
+
+    e = estimate(0.1, steps_per_epoch=16, epochs=15, eval_every=0, members=1, n_trials=30, capacity=2)
+    assert (e.steps, e.evaluations, e.waves) == (240, 1, 15)
+    assert e.total_seconds == pytest.approx(15 * (TRIAL_SECONDS + 24.0 + EVAL_SECONDS))
+    e = estimate(0.1, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
+    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds == pytest.approx(TRIAL_SECONDS + 24 + 12 * EVAL_SECONDS)
 
 
 def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():

@@ -137,6 +137,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field):
     assert not (tmp_path / "run").exists()
 
 
+def test_help_says_what_each_config_fields_comment_says():
+    proc = in_process("marl.train", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "per subspace, as in the paper's figures (default: 8)" in text  # latent_dim's comment
+    assert "entries drawn per step (K)" in text  # bank_size's, from the comment lines above it
+
+
 def test_the_command_line_exits_2_on_bad_input(tmp_path):
     proc = run_cli("--gamma", "nan", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "gamma" in proc.stderr

@@ -1,0 +1,87 @@
+"""What a grid sweep will cost, printed before it starts: a few of its first trial's training
+steps are timed here, on this machine and device, and scaled to every trial; evaluations and a
+trial's start-up add fixed allowances measured on the 2-core development CPU
+(docs/performance.md, "Cost model")."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+EVAL_SECONDS = 4.0  # one member's evaluation at the default probe sizes, 1 thread (3.6-7 s measured)
+TRIAL_SECONDS = 3.0  # a trial's start-up and checkpoints: Ray's worker, imports, the cached data
+
+
+@dataclass
+class Estimate:
+    step_seconds: float  # one training step of a whole trial (all its members), measured
+    steps: int  # training steps per trial
+    evaluations: int  # evaluations per member
+    members: int
+    trial_seconds: float
+    waves: int  # rounds of trials, `capacity` at a time
+    total_seconds: float
+
+
+def estimate(step_seconds: float, steps_per_epoch: int, epochs: int, eval_every: int, members: int,
+             n_trials: int, capacity: int) -> Estimate:
+    """The sweep's wall time if every trial costs what its first one does."""
+    evaluations = 1 + ((epochs - 1) // eval_every if eval_every else 0)
+    steps = steps_per_epoch * epochs
+    trial = TRIAL_SECONDS + steps * step_seconds + evaluations * members * EVAL_SECONDS
+    waves = math.ceil(n_trials / max(1, capacity))
+    return Estimate(step_seconds, steps, evaluations, members, trial, waves, waves * trial)
+
+
+def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int = 4) -> float:
+    """Seconds per training step of a Trainer of `cfgs`, after one untimed warm-up step."""
+    from marl.trainer import Trainer
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        trainer = Trainer(cfgs, data, device)
+        cfg, k = trainer.cfg, len(cfgs)
+        index = torch.arange(cfg.batch_size, device=device).expand(k, -1)
+        noise = torch.zeros(k, 3, cfg.batch_size, cfg.latent_dim, device=device)
+
+        def step():
+            terms, _, _ = trainer.batch_terms(trainer.train_x[index], noise, *trainer.draw_bank(index))
+            trainer.opt.zero_grad(set_to_none=True)
+            terms[:, 0].sum().backward()
+            trainer.opt.step()
+
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats
+    finally:
+        torch.set_num_threads(before)
+
+
+def describe(e: Estimate, where: str) -> str:
+    minutes = f"{e.total_seconds / 60:.1f} min" if e.total_seconds >= 90 else f"{e.total_seconds:.0f} s"
+    return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds:.0f} s per trial: "
+            f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms measured on {where}, "
+            f"{e.evaluations * e.members} evaluation(s) x ~{EVAL_SECONDS:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
+
+
+def sweep_estimate(cfgs: list, n_trials: int, capacity: int, cpus_per_trial: float, gpus: float) -> str:
+    """The line a sweep prints before it starts; `cfgs`: its first trial's members."""
+    from marl.data import load_dataset
+
+    cfg = cfgs[0]
+    device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
+    threads = cfg.threads or max(1, int(cpus_per_trial))
+    step = time_step(cfgs, load_dataset(cfg), device, threads)
+    e = estimate(step, cfg.n_train_pairs // cfg.batch_size, cfg.epochs, cfg.eval_every, len(cfgs),
+                 n_trials, capacity)
+    return describe(e, "this GPU" if device.type == "cuda" else f"this CPU, {threads} thread(s)")
