@@ -17,6 +17,7 @@ def check(path: Path) -> int:
     """Validate; returns how many REPLACE_ME placeholders are left to fill in."""
     import logging
 
+    import jsonschema
     import yaml
     from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -34,7 +35,8 @@ def check(path: Path) -> int:
         raise UserError(f"{path}: a cluster file must be a mapping")
     try:
         validate_config(prepare_config(config))
-    except Exception as err:  # noqa: BLE001 - jsonschema/ValueError/KeyError all mean a bad file
+    except (jsonschema.ValidationError, ValueError, KeyError, TypeError, AssertionError) as err:
+        # Ray's checks: the schema, then prepare_config's own asserts and lookups
         message = " ".join(str(getattr(err, "message", err)).split())[:300] or type(err).__name__
         raise UserError(f"{path}: invalid cluster config: {message}") from None
     return text.count("REPLACE_ME")

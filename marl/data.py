@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from marl import synth
 from marl.config import Config
+from marl.files import replace_atomically
 from marl.features import log_mel
 from marl.names import FACTOR_OF_TASK
 
@@ -136,10 +136,7 @@ def load_dataset(cfg: Config, directory: Path | None = None) -> Dataset:
             for name in SPLITS:
                 split = getattr(data, name)
                 state.update({f"{name}_x": split.x, **{f"{name}_{k}": v for k, v in split.factors.items()}})
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            replace_atomically(path, lambda tmp: torch.save(state, tmp))
     splits = {name: Split(state[f"{name}_x"], {k: state[f"{name}_{k}"] for k in state["factors"]})
               for name in SPLITS}
     return Dataset(**splits, mean=state["mean"], std=state["std"], n_classes=state["n_classes"],

@@ -105,7 +105,7 @@ def load_data_file(path: Path) -> SearchSpace:
         raise UserError(f"space: cannot read {path}: {err.strerror or err}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+    except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
         raise UserError(f"space: cannot parse {path}: {' '.join(str(err).split())[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
         raise UserError(f"space: {path} must be a mapping with a 'space' mapping of fields")
