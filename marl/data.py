@@ -22,10 +22,10 @@ from marl import synth
 from marl.config import Config
 from marl.files import replace_atomically
 from marl.features import log_mel
-from marl.names import FACTOR_OF_TASK
+from marl.names import DATA_SPLITS, FACTOR_OF_TASK
 
 TIMBRES = synth.TIMBRES
-SPLITS = ("train", "test", "val")
+SPLITS = DATA_SPLITS
 CACHE_VERSION = 5  # bump when synthesis changes, so old caches are not reused
 
 

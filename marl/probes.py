@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from marl.names import DATA_SPLITS
+
 LINEAR_C = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried, ascending; chosen on validation
 LINEAR_STEPS = 200  # L-BFGS iterations at most per C (sklearn: 100 by default)
 # sklearn: lr 1e-3, batch 200, up to 200 epochs. Batch 1024 at lr 8e-3 for 100 epochs reads the
@@ -31,7 +33,7 @@ LINEAR_STEPS = 200  # L-BFGS iterations at most per C (sklearn: 100 by default)
 MLP_HIDDEN, MLP_ALPHA, MLP_LR, MLP_BATCH = 64, 1e-4, 8e-3, 1024
 MLP_EPOCHS = 100
 KINDS = ("linear", "mlp")
-SPLITS = ("train", "val", "test")
+SPLITS = DATA_SPLITS  # a problem's (train, val, test)
 
 
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
