@@ -12,6 +12,19 @@ from marl.config import Config
 TINY = dict(n_train_pairs=256, n_test_pairs=96, n_val_pairs=96, epochs=2, batch_size=64, hidden=32,
             latent_dim=4, probe_train_clips=256, umap=False, n_frames=8)
 
+
+
+def tiny_flags(*leave_out: str, **over) -> list[str]:
+    """TINY (with `over`) as `python -m marl.train` flags, minus the fields in `leave_out`."""
+    values = {k: v for k, v in {**TINY, **over}.items() if k not in leave_out}
+    return [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v))]
+
+
+def tiny_sets(**over) -> list[str]:
+    """TINY (with `over`) as `python -m marl.sweep` --set flags."""
+    return [a for k, v in {**TINY, **over}.items() for a in ("--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}")]
+
+
 MARKER = "MARL_TEST_ID"  # in the environment of every program a test starts: sweeps, Ray, its workers
 LEFTOVER_GRACE_S = 30  # Ray's processes take a few seconds to exit after a shutdown or a kill
 

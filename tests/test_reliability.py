@@ -12,19 +12,16 @@ import pandas as pd
 import pytest
 
 from marl.storage import PARTIAL
-
-TINY_BASE = ('{"n_train_pairs": 256, "n_test_pairs": 96, "n_val_pairs": 96, "batch_size": 64, "hidden": 32, '
-             '"latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False, "epochs": %d}')
+from tests.conftest import TINY, run_module
 
 
 def write_space(path: Path, space: str, epochs: int, n: int) -> Path:
-    path.write_text(f"from ray import tune\nSPACE = {space}\nBASE = {TINY_BASE % epochs}\nNUM_TRIALS = {n}\n")
+    path.write_text(f"from ray import tune\nSPACE = {space}\nBASE = {TINY | {'epochs': epochs}!r}\nNUM_TRIALS = {n}\n")
     return path
 
 
-def sweep(*args, cwd, timeout=240, **kw):
-    return subprocess.run([sys.executable, "-m", "marl.sweep", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, **kw)
+def sweep(*args, cwd, timeout=240, env=None):
+    return run_module("marl.sweep", *args, cwd=cwd, timeout=timeout, env=env)
 
 
 def test_a_diverging_trial_stops_early_and_the_sweep_goes_on(tmp_path):

@@ -3,11 +3,11 @@ against an S3-compatible server (moto) started on localhost for the test. pyarro
 Tune and marl use for every URI, reads the server's address from AWS_ENDPOINT_URL."""
 
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+
+from tests.conftest import run_module
 
 BUCKET = "marl-test"
 
@@ -30,8 +30,7 @@ def s3(monkeypatch):
 
 
 def cli(module, *args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, "MARL_CACHE": str(cwd / "cache")})
+    return run_module(module, *args, cwd=cwd, timeout=timeout, env={**os.environ, "MARL_CACHE": str(cwd / "cache")})
 
 
 def test_sweep_resume_and_report_on_s3(s3, tmp_path):

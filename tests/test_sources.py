@@ -17,10 +17,9 @@ from marl import soundfont, sources
 from marl.config import Config
 from marl.data import load_dataset
 from marl.encode import frame
-from tests.conftest import in_process
+from tests.conftest import in_process, tiny_flags
 
-TINY = ["--n-train-pairs", "256", "--n-test-pairs", "96", "--n-val-pairs", "96", "--batch-size", "64",
-        "--hidden", "32", "--latent-dim", "4", "--probe-train-clips", "256", "--umap", "false"]
+TINY = tiny_flags("epochs", "n_frames")  # each test sets its epochs; real notes keep the default frames
 
 
 def assert_one_line_exit_2(proc, needle: str, out: Path) -> None:

@@ -1,6 +1,4 @@
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,14 +10,13 @@ import search_spaces
 from marl import names, trial
 from marl.plan import count_trials, expand_grid, grid_trials
 from marl.sweep import parse_args
-from tests.conftest import in_process
+from tests.conftest import TINY, in_process, run_module, tiny_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep_cli(*args, cwd=None, timeout=240):
-    return subprocess.run([sys.executable, "-m", "marl.sweep", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return run_module("marl.sweep", *args, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("name", search_spaces.NAMES)
@@ -114,12 +111,11 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
-OPTUNA_SPACE = '''
+OPTUNA_SPACE = f'''
 from ray import tune
 SEARCH = "optuna"
-SPACE = {"gamma_log10": tune.uniform(-3.5, 0.0), "beta": tune.uniform(0.0, 0.5)}
-BASE = {"n_train_pairs": 256, "n_test_pairs": 96, "n_val_pairs": 96, "epochs": 2, "batch_size": 64, "hidden": 32,
-        "latent_dim": 4, "probe_train_clips": 256, "n_frames": 8, "umap": False}
+SPACE = {{"gamma_log10": tune.uniform(-3.5, 0.0), "beta": tune.uniform(0.0, 0.5)}}
+BASE = {TINY!r}
 METRICS = ["probe/val/mlp/shared/timbre", "leakage/val/mlp"]
 MODES = ["max", "min"]
 NUM_SAMPLES = 2
@@ -457,10 +453,8 @@ def test_checkpoints_on_cluster_storage_are_recorded_as_uris():
 
 @pytest.mark.timeout(600)
 def test_the_separation_space_runs_end_to_end_on_smoke_data(tmp_path):
-    tiny = ["n_train_pairs=256", "n_test_pairs=96", "n_val_pairs=96", "batch_size=64", "hidden=32",
-            "latent_dim=4", "probe_train_clips=256", "n_frames=8", "epochs=1"]
     proc = sweep_cli("--space", "separation", "--storage", str(tmp_path / "r"), "--pack", "10",
-                     "--num-cpus", "2", *[a for kv in tiny for a in ("--set", kv)], cwd=tmp_path, timeout=580)
+                     "--num-cpus", "2", *tiny_sets(epochs=1), cwd=tmp_path, timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "r" / "separation" / "results.parquet")
     assert len(df) == 30 and set(df["status"]) == {"ok"}

@@ -10,7 +10,7 @@ import torch
 from marl import names
 from marl.data import load_dataset
 from marl.trainer import Trainer
-from tests.conftest import in_process, run_module
+from tests.conftest import in_process, run_module, tiny_flags
 
 
 @pytest.mark.parametrize("arch,estimator", [("mlp", "mss"), ("conv", "mws")])
@@ -46,8 +46,7 @@ def run_cli(*args, cwd=None):
     return run_module("marl.train", *args, cwd=cwd)
 
 
-TINY_FLAGS = ["--n-train-pairs", "256", "--n-test-pairs", "96", "--n-val-pairs", "96", "--epochs", "2", "--batch-size", "64",
-              "--hidden", "32", "--latent-dim", "4", "--probe-train-clips", "256", "--n-frames", "8"]
+TINY_FLAGS = tiny_flags("umap")  # umap: each test says
 
 
 def test_cli_end_to_end_writes_every_output(tmp_path):
