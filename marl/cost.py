@@ -75,13 +75,31 @@ def describe(e: Estimate, where: str) -> str:
 
 
 def sweep_estimate(cfgs: list, n_trials: int, capacity: int, cpus_per_trial: float, gpus: float) -> str:
-    """The line a sweep prints before it starts; `cfgs`: its first trial's members."""
-    from marl.data import load_dataset
-
+    """The line a sweep prints before it starts; `cfgs`: its first trial's members. Best effort:
+    a step that cannot be timed (out of memory, say) gives a line saying so, and the sweep runs.
+    Steps are timed eager (`compile` off: its one-off compile would swamp a few steps). On a GPU
+    they are timed in a child process, so that the driver holds no CUDA memory while trials run."""
+    cfgs = [c.replace(compile=False) for c in cfgs]
     cfg = cfgs[0]
-    device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
+    on_gpu = bool(gpus) and torch.cuda.is_available()
     threads = cfg.threads or max(1, int(cpus_per_trial))
-    step = time_step(cfgs, load_dataset(cfg), device, threads)
+    try:
+        if on_gpu:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                step = pool.submit(_time_first_trial, cfgs, "cuda", threads).result()
+        else:
+            step = _time_first_trial(cfgs, "cpu", threads)
+    except (RuntimeError, OSError, MemoryError) as err:  # torch's out-of-memory is a RuntimeError
+        return f"estimate: not available ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
     e = estimate(step, cfg.n_train_pairs // cfg.batch_size, cfg.epochs, cfg.eval_every, len(cfgs),
                  n_trials, capacity)
-    return describe(e, "this GPU" if device.type == "cuda" else f"this CPU, {threads} thread(s)")
+    return describe(e, "this GPU" if on_gpu else f"this CPU, {threads} thread(s)")
+
+
+def _time_first_trial(cfgs: list, device: str, threads: int) -> float:
+    from marl.data import load_dataset
+
+    return time_step(cfgs, load_dataset(cfgs[0]), torch.device(device), threads)

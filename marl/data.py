@@ -74,7 +74,7 @@ def generate(cfg: Config) -> Dataset:
     extra: dict = {}
     if cfg.source == "synth":
         # test before val: train and test stay those of the two-split datasets of CACHE_VERSION 1
-        raw = {name: synth.pairs(n, cfg, gen) for name, n in sizes}
+        raw = {name: spectrograms(*synth.pairs(n, cfg, gen), cfg) for name, n in sizes}
         n_classes = {"timbre": len(TIMBRES), "pitch": cfg.n_pitch_classes}
     else:
         from marl.sources import note_bank, pair_split
@@ -83,13 +83,13 @@ def generate(cfg: Config) -> Dataset:
         bank = note_bank(cfg)
         bank.factors["note"] = torch.arange(len(bank.waves))  # which note a clip was cut from
         split = bank.split if bank.split is not None else note_splits(bank.factors, cfg.split_by, gen)
-        raw = {name: pair_split(bank.subset(split == SPLIT_IDS[name]), n, cfg, gen, name) for name, n in sizes}
+        raw = {name: spectrograms(*pair_split(bank.subset(split == SPLIT_IDS[name]), n, cfg, gen, name), cfg)
+               for name, n in sizes}
         n_classes = dict(bank.n_classes)
         tasks = {**FACTOR_OF_TASK, "timbre": timbre_factor(bank.factors, split)}
         if tasks["timbre"] == "family":
             n_classes["timbre"] = int(bank.factors["family"].max()) + 1
         extra = {"tasks": tasks, "midi": bank.midi, "skipped": bank.skipped, "timbre_names": bank.timbre_names}
-    raw = {name: (spectrograms(waves, cfg), f) for name, (waves, f) in raw.items()}
     train_x = raw["train"][0]
     mean = train_x.mean(dim=(0, 1, 3))[:, None]
     std = train_x.std(dim=(0, 1, 3))[:, None].clamp_min(1e-6)
@@ -97,9 +97,11 @@ def generate(cfg: Config) -> Dataset:
     return Dataset(**splits, mean=mean, std=std, n_classes=n_classes, **extra)
 
 
-def spectrograms(waves: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Pairs of waveforms (n, 2, n_samples) -> their log-mels (n, 2, n_mels, n_frames)."""
-    return log_mel(waves.reshape(-1, waves.shape[-1]), cfg).reshape(*waves.shape[:2], cfg.n_mels, cfg.n_frames)
+def spectrograms(waves: torch.Tensor, factors: dict, cfg: Config) -> tuple[torch.Tensor, dict]:
+    """A split's pairs of waveforms (n, 2, n_samples) -> their log-mels (n, 2, n_mels, n_frames),
+    one split at a time (the waveforms are the larger), and its factors."""
+    mels = log_mel(waves.reshape(-1, waves.shape[-1]), cfg).reshape(*waves.shape[:2], cfg.n_mels, cfg.n_frames)
+    return mels, factors
 
 
 def cache_dir() -> Path:

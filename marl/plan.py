@@ -15,7 +15,6 @@ from marl import trial
 from marl.cli import parse_key_values
 from marl.config import Config
 from marl.errors import UserError
-from marl.trainer import MEMBER_FIELDS
 
 PACK_CAP = 64  # members per packed trial on a GPU: 31x the throughput of one at K=64, 35x at 256
 PACK_MEMORY_BYTES = 16 * 2**30  # what auto packing lets one trial's members take on its GPU
@@ -68,11 +67,11 @@ def optuna_param_space(space, args) -> dict:
 
 
 def pack_trials(trials: list[dict], k: int) -> list[dict]:
-    """Group trials that differ only in MEMBER_FIELDS (and labels) into packs of <= k, each
+    """Group trials that differ only in trial.MEMBER_FIELDS (and labels) into packs of <= k, each
     one trial: the fields its members share, and each member's own under "members"."""
     if k == 1:
         return trials
-    own = (*MEMBER_FIELDS, *trial.LABEL_KEYS)
+    own = (*trial.MEMBER_FIELDS, *trial.LABEL_KEYS)
     groups: dict[tuple, list[list[dict]]] = {}
     for planned in trials:
         chunks = groups.setdefault(tuple(sorted((k_, v) for k_, v in planned.items() if k_ not in own)), [[]])

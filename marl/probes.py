@@ -13,9 +13,9 @@ D, fewer classes masked out of the softmax — and trained together on the train
 Adam is element-wise and every problem trains the same number of epochs, so stacked problems
 train as they would one at a time, whatever else is in the stack; each problem's codes are
 standardised with its own training statistics. Each member of a packed trial draws its MLPs'
-initialisation and batch order from a generator of its own seed (a "stream"), and its linear
-probes are stacked with its own problems only (L-BFGS minimises a stack's summed loss, so its
-steps couple what is stacked): its probes are those of its own run (tests/test_pack.py). `tests/test_probes.py`
+initialisation and batch order from a generator of its own seed (a "stream"), and on a CPU its
+linear probes are stacked with its own problems only (L-BFGS minimises a stack's summed loss,
+so its steps couple what is stacked): its probes are those of its own run (tests/test_pack.py). `tests/test_probes.py`
 holds these probes to sklearn's LogisticRegression and MLPClassifier within ±0.03.
 """
 
@@ -223,10 +223,13 @@ def fit_many(kind: str, problems: list[dict], device="cpu", seed: int = 0) -> li
     groups: dict[tuple, list[int]] = {}
     for i, prob in enumerate(problems):
         # linear probes: one stack per class count (masked classes slow L-BFGS down, measured)
-        # and per member: L-BFGS minimises its stack's summed loss, and its steps and stopping
-        # rule would make one member's probes depend on the members packed beside it
+        # and, on a CPU, per member: L-BFGS minimises its stack's summed loss, so its steps and
+        # stopping rule would make a member's probes depend on the members packed beside it. On a
+        # GPU, where packed members train with vmap (not bit-identical to their solo runs anyway),
+        # one stack per class count keeps a 64-member trial's evaluation one L-BFGS loop, not 64
+        per_member = torch.device(device).type == "cpu"
         key = (*(len(prob[s][1]) for s in SPLITS),
-               *((prob["n_classes"], prob.get("member", 0)) if kind == "linear" else (0, 0)))
+               *((prob["n_classes"], prob.get("member", 0) if per_member else 0) if kind == "linear" else (0, 0)))
         groups.setdefault(key, []).append(i)
     out: list = [None] * len(problems)
     for members in groups.values():

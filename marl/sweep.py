@@ -234,7 +234,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
-    if trials is not None and not args.address:  # the trials run on this machine: time them here
+    if trials is not None and not args.address and not args.resume:  # trials run here: time them here
         from marl.cost import sweep_estimate
 
         print(sweep_estimate(trial_configs(trials[0]), n_trials, capacity, args.cpus_per_trial, gpus))

@@ -130,8 +130,10 @@ def restore_state(checkpoint, device, storage: tuple[object, str]) -> tuple[dict
         found = tune.Checkpoint(folder, filesystem=fs)
         try:
             state = load_checkpoint_state(found, device)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as err:
-            # missing, or cut off mid-write (torch.load's RuntimeError for a partial zip): the next newest
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError,
+                AttributeError, ImportError) as err:
+            # missing, cut off mid-write (torch.load's RuntimeError for a partial zip), or garbled
+            # (what unpickling garbage raises): the next newest
             print(f"marl: skipping checkpoint {folder}: it does not load ({type(err).__name__})", file=sys.stderr)
             continue
         name = Path(folder).name

@@ -14,6 +14,7 @@ from marl.data import Dataset
 from marl.errors import UserError
 from marl.losses import Bank, LossTerms, marl_objective
 from marl.model import MARL, PairOutput
+from marl.trial import MEMBER_FIELDS
 
 
 def pick_device(name: str) -> torch.device:
@@ -41,8 +42,6 @@ def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator:
     return terms, out
 
 
-# Fields that may differ between the members of one packed trainer; all others must match.
-MEMBER_FIELDS = (*names.WEIGHTS, "seed")
 
 
 
