@@ -11,8 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-EVAL_SECONDS = 4.0  # one member's evaluation at the default probe sizes, 1 thread (3.6-7 s measured)
-TRIAL_SECONDS = 3.0  # a trial's start-up and checkpoints: Ray's worker, imports, the cached data
+# Allowances and factors measured on the 2-core development CPU (docs/performance.md, "Cost model")
+EVAL_SECONDS = 4.0  # one member's evaluation at the default probe sizes, 1 thread (3.6 s measured)
+TRIAL_SECONDS = 4.0  # a trial's start-up and checkpoints: Ray's worker, imports, the cached data
+SWEEP_SECONDS = 20.0  # once per sweep: Ray's start, the data, the results files
+CPU_CONTENTION = 1.7  # a step's time when trials share the CPU's cores and memory: 122 ms against 70 alone
+COMPILE_SPEEDUP = 1.3  # `compile: true` on a CPU (1.32x measured); steps are timed eager
 
 
 @dataclass
@@ -28,15 +32,16 @@ class Estimate:
 
 def estimate(step_seconds: float, steps_per_epoch: int, epochs: int, eval_every: int, members: int,
              n_trials: int, capacity: int) -> Estimate:
-    """The sweep's wall time if every trial costs what its first one does."""
+    """The sweep's wall time if every trial costs what its first one does; `step_seconds` is a
+    step's time as the trials will see it (contention and compiling already applied)."""
     evaluations = 1 + ((epochs - 1) // eval_every if eval_every else 0)
     steps = steps_per_epoch * epochs
     trial = TRIAL_SECONDS + steps * step_seconds + evaluations * members * EVAL_SECONDS
     waves = math.ceil(n_trials / max(1, capacity))
-    return Estimate(step_seconds, steps, evaluations, members, trial, waves, waves * trial)
+    return Estimate(step_seconds, steps, evaluations, members, trial, waves, SWEEP_SECONDS + waves * trial)
 
 
-def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int = 4) -> float:
+def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int = 8) -> float:
     """Seconds per training step of a Trainer of `cfgs`, after one untimed warm-up step."""
     from marl.trainer import Trainer
 
@@ -70,7 +75,7 @@ def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int
 def describe(e: Estimate, where: str) -> str:
     minutes = f"{e.total_seconds / 60:.1f} min" if e.total_seconds >= 90 else f"{e.total_seconds:.0f} s"
     return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds:.0f} s per trial: "
-            f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms measured on {where}, "
+            f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms, timed on {where}, "
             f"{e.evaluations * e.members} evaluation(s) x ~{EVAL_SECONDS:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
 
 
@@ -79,6 +84,7 @@ def sweep_estimate(cfgs: list, n_trials: int, capacity: int, cpus_per_trial: flo
     a step that cannot be timed (out of memory, say) gives a line saying so, and the sweep runs.
     Steps are timed eager (`compile` off: its one-off compile would swamp a few steps). On a GPU
     they are timed in a child process, so that the driver holds no CUDA memory while trials run."""
+    compiled = cfgs[0].compile
     cfgs = [c.replace(compile=False) for c in cfgs]
     cfg = cfgs[0]
     on_gpu = bool(gpus) and torch.cuda.is_available()
@@ -94,6 +100,8 @@ def sweep_estimate(cfgs: list, n_trials: int, capacity: int, cpus_per_trial: flo
             step = _time_first_trial(cfgs, "cpu", threads)
     except (RuntimeError, OSError, MemoryError) as err:  # torch's out-of-memory is a RuntimeError
         return f"estimate: not available ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+    if not on_gpu:
+        step *= (CPU_CONTENTION if min(capacity, n_trials) > 1 else 1.0) / (COMPILE_SPEEDUP if compiled else 1.0)
     e = estimate(step, cfg.n_train_pairs // cfg.batch_size, cfg.epochs, cfg.eval_every, len(cfgs),
                  n_trials, capacity)
     return describe(e, "this GPU" if on_gpu else f"this CPU, {threads} thread(s)")

@@ -293,11 +293,11 @@ def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
 
 
 def test_the_cost_estimate_counts_rounds_steps_and_evaluations():
-    from marl.cost import EVAL_SECONDS, TRIAL_SECONDS, estimate
+    from marl.cost import EVAL_SECONDS, SWEEP_SECONDS, TRIAL_SECONDS, estimate
 
     e = estimate(0.1, steps_per_epoch=16, epochs=15, eval_every=0, members=1, n_trials=30, capacity=2)
     assert (e.steps, e.evaluations, e.waves) == (240, 1, 15)
-    assert e.total_seconds == pytest.approx(15 * (TRIAL_SECONDS + 24.0 + EVAL_SECONDS))
+    assert e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + EVAL_SECONDS))
     e = estimate(0.1, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
     assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds == pytest.approx(TRIAL_SECONDS + 24 + 12 * EVAL_SECONDS)
 
