@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from marl.mixture import mixture_log_density
 from marl.model import PairOutput
 
 LOG_2PI = math.log(2 * math.pi)
@@ -126,22 +127,19 @@ def decompose_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
         if bank is None:
             raise ValueError("estimator 'bank' needs the drawn bank entries")
         own = gaussian_log_density(z, mu, logvar)  # (B, D)
-        # mat[i, j, d] = log q(z_id | bank entry j)
-        mat = gaussian_log_density(z[:, None], bank.mu[None], bank.logvar[None])
-        log_w = torch.full(mat.shape[:2], -math.log(bank.mu.shape[0]), device=z.device, dtype=z.dtype)
+        log_w = torch.full((z.shape[0], bank.mu.shape[0]), -math.log(bank.mu.shape[0]), device=z.device, dtype=z.dtype)
         if bank.own is not None:
             # a finite "minus infinity": a row whose every entry is masked must not turn
             # logsumexp's gradient into NaN (exp(−inf − (−inf)))
             log_w = log_w.masked_fill(bank.own, torch.finfo(z.dtype).min / 2)
         own_w = -math.log(dataset_size)
-        log_qz = torch.logaddexp(own.sum(1) + own_w, torch.logsumexp(mat.sum(2) + log_w, dim=1))
-        log_prod_qzk = torch.logaddexp(own + own_w, torch.logsumexp(mat + log_w[:, :, None], dim=1)).sum(1)
+        bank_qz, bank_qzk = mixture_log_density(z, bank.mu, bank.logvar, log_w)
+        log_qz = torch.logaddexp(own.sum(1) + own_w, bank_qz)
+        log_prod_qzk = torch.logaddexp(own + own_w, bank_qzk).sum(1)
     else:
-        # mat[i, j, d] = log q(z_id | x_j)
-        mat = gaussian_log_density(z[:, None], mu[None], logvar[None])
         log_w = estimator_log_weights(estimator, z.shape[0], dataset_size, z.device, z.dtype)
-        log_qz = torch.logsumexp(mat.sum(2) + log_w, dim=1)
-        log_prod_qzk = torch.logsumexp(mat + log_w[:, :, None], dim=1).sum(1)
+        log_qz, log_qzk = mixture_log_density(z, mu, logvar, log_w)
+        log_prod_qzk = log_qzk.sum(1)
     return KLTerms(mi=log_qz_given_x - log_qz, tc=log_qz - log_prod_qzk,
                    dim_kl=log_prod_qzk - log_pz)
 
