@@ -1,0 +1,73 @@
+"""Compare two sweeps of the same space setting by setting: the difference of the seed means of
+each figure (linear and MLP test probes of private/shared -> timbre/pitch, MLP separation),
+whether it lies within the seed spread, and Welch's t.
+
+    python benchmarks/compare_sweeps.py BASE/results.parquet NEW/results.parquet [--markdown]
+
+"Within spread" means |difference| <= the larger of the two settings' seed standard deviations
+(the rule docs/performance.md has used since the bf16 study)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from marl import names
+from marl.results import NOT_A_SETTING
+
+FIGURES = [names.probe(latent, task, "test", kind) for kind in ("linear", "mlp")
+           for latent in ("private", "shared") for task in ("timbre", "pitch")] + [names.SEPARATION]
+
+
+def settings(df: pd.DataFrame) -> list[str]:
+    """The config columns that vary across rows and name a setting (seeds and the like left out)."""
+    cols = [c for c in df.columns if c.startswith("config/") and c.split("/", 1)[1] not in NOT_A_SETTING]
+    return [c for c in cols if df[c].astype(str).nunique() > 1]
+
+
+def compare(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    keys = settings(base)
+
+    def label(df):
+        return df[keys].astype(str).agg(", ".join, axis=1) if keys else pd.Series("all", index=df.index)
+
+    base, new = base.assign(setting=label(base)), new.assign(setting=label(new))
+    rows = []
+    for key, a in base.groupby("setting"):
+        b = new[new["setting"] == key]
+        for fig in FIGURES:
+            x, y = a[fig].dropna().to_numpy(), b[fig].dropna().to_numpy()
+            diff = y.mean() - x.mean()
+            spread = max(x.std(ddof=1), y.std(ddof=1))
+            t = stats.ttest_ind(y, x, equal_var=False).statistic if min(len(x), len(y)) > 1 else np.nan
+            rows.append({"setting": key, "figure": fig, "base": x.mean(), "new": y.mean(), "diff": diff,
+                         "spread": spread, "within": abs(diff) <= spread, "t": t, "n": (len(x), len(y))})
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    return table.groupby("figure", sort=False).agg(
+        mean_diff=("diff", "mean"), min=("diff", "min"), max=("diff", "max"),
+        within=("within", lambda w: f"{int(w.sum())}/{len(w)}"))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base")
+    parser.add_argument("new")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+    args = parser.parse_args(argv)
+    table = compare(pd.read_parquet(args.base), pd.read_parquet(args.new))
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+    out = summary(table).round(3)
+    print(out.to_markdown() if args.markdown else out.to_string())
+    print(f"{int(table['within'].sum())} of {len(table)} within spread; "
+          f"|t| > 2.78: {int((table['t'].abs() > 2.78).sum())}")
+
+
+if __name__ == "__main__":
+    main()
