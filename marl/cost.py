@@ -12,8 +12,12 @@ from dataclasses import dataclass
 import torch
 
 # Allowances and factors measured on the 2-core development CPU (docs/performance.md, "Cost model")
-EVAL_SECONDS = 4.0  # one member's evaluation at the default probe sizes, 1 thread (3.6 s measured)
-TRIAL_SECONDS = 4.0  # a trial's start-up and checkpoints: Ray's worker, imports, the cached data
+# one member's evaluation at the default probe sizes, 1 thread, two trials sharing the cores (11.9 s
+# measured on 2026-12-07: probes, DCI/SAP/explicitness, the exact-KL diagnostics)
+EVAL_SECONDS = 12.0
+# a trial's start-up and checkpoints: the cached data, the trainer; sweeps reuse a finished trial's
+# worker process, so no new process starts (0.7 s measured; 7.6 s when each trial started one)
+TRIAL_SECONDS = 1.0
 SWEEP_SECONDS = 20.0  # once per sweep: Ray's start, the data, the results files
 CPU_CONTENTION = 1.7  # a step's time when trials share the CPU's cores and memory: 122 ms against 70 alone
 COMPILE_SPEEDUP = 1.3  # `compile: true` on a CPU (1.32x measured); steps are timed eager

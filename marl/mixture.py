@@ -4,10 +4,10 @@ backward pass.
 The β-TCVAE estimators spend most of a training step here: a (D, B, J) block of log-densities
 log N(z_id; mu_jd, exp(logvar_jd)) reduced by two logsumexps over the mixture's J components.
 Autograd's backward through that chain makes some twenty passes over the block; this one
-makes five (one to form the gradient of the block, one to weigh it by z − mu, three batched
-matrix products for the sums over i and j) and saves the softmax it needs from the forward
-pass, so it never recomputes an exp (docs/performance.md has the timings).
-tests/test_estimators.py holds its values and gradients to the plain formula's.
+makes five (one to form the gradient of the block, one sum over i, one to weigh it by z − mu,
+and two batched matrix products for the remaining sums over i and j) and saves the softmax it
+needs from the forward pass, so it never recomputes an exp (docs/performance.md has the timings).
+tests/test_mixture.py holds its values and gradients to autograd through the plain formula.
 """
 
 from __future__ import annotations
