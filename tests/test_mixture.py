@@ -88,6 +88,24 @@ def test_vmap_over_members_equals_each_member_alone():
             torch.testing.assert_close(got[k], want)
 
 
+def test_compiled_vmap_over_members_equals_each_member_alone():
+    # what a packed trial on a GPU with `compile: true` runs (marl.trainer): torch.compile of a
+    # vmapped forward, then autograd's backward; torch.compile then differentiates the forward
+    # itself, which in-place ops broke
+    args = [torch.stack(t) for t in zip(*(inputs(8, 8, 3, torch.float32, -3.0, seed=s)[:3] for s in range(2)))]
+    log_w = torch.full((8, 8), -math.log(8.0))
+    leaves = [a.clone().requires_grad_() for a in args]
+    joint, dims = torch.compile(vmap(lambda z, mu, logvar: mixture_log_density(z, mu, logvar, log_w)))(*leaves)
+    (joint.sum() + dims.sum()).backward()
+    for k in range(2):
+        alone = [a[k].clone().requires_grad_() for a in args]
+        want_joint, want_dims = plain(*alone, log_w)
+        (want_joint.sum() + want_dims.sum()).backward()
+        torch.testing.assert_close(joint[k], want_joint)
+        for got, want in zip(leaves, alone):
+            torch.testing.assert_close(got.grad[k], want.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients():
     z, mu, logvar, log_w = inputs(8, 6, 3, torch.float64)
     z, mu, logvar = (t.requires_grad_() for t in (z, mu, logvar))
