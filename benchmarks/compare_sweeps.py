@@ -10,31 +10,25 @@ whether it lies within the seed spread, and Welch's t.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from marl import names
-from marl.results import NOT_A_SETTING
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from marl import names  # noqa: E402
+from marl.results import setting_columns, setting_labels  # noqa: E402
 
 FIGURES = [names.probe(latent, task, "test", kind) for kind in ("linear", "mlp")
            for latent in ("private", "shared") for task in ("timbre", "pitch")] + [names.SEPARATION]
 
 
-def settings(df: pd.DataFrame) -> list[str]:
-    """The config columns that vary across rows and name a setting (seeds and the like left out)."""
-    cols = [c for c in df.columns if c.startswith("config/") and c.split("/", 1)[1] not in NOT_A_SETTING]
-    return [c for c in cols if df[c].astype(str).nunique() > 1]
-
-
 def compare(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    keys = settings(base)
-
-    def label(df):
-        return df[keys].astype(str).agg(", ".join, axis=1) if keys else pd.Series("all", index=df.index)
-
-    base, new = base.assign(setting=label(base)), new.assign(setting=label(new))
+    varying = setting_columns(base)  # the new sweep's rows are matched on the base's settings
+    base, new = (df.assign(setting=setting_labels(df, varying)) for df in (base, new))
     rows = []
     for key, a in base.groupby("setting"):
         b = new[new["setting"] == key]

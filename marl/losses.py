@@ -33,10 +33,9 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from marl.mixture import mixture_log_density
+from marl.mixture import LOG_2PI, mixture_log_density
 from marl.model import PairOutput
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 class KLTerms(NamedTuple):

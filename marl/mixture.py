@@ -90,7 +90,8 @@ class _MixtureLogDensity(torch.autograd.Function):
         grad_z = grad_mu = grad_logvar = grad_log_w = None
         if ctx.needs_input_grad[3]:
             grad_log_w = grad.sum(0) - (grad.shape[0] - 1) * by_joint
-        grad_sum_i = grad.sum(1)  # (D, J): Σ_i G
+        # Σ_i G (D, J), taken before G is weighed in place below
+        grad_sum_i = grad.sum(1) if ctx.needs_input_grad[2] else None
         weighted = grad.mul_(diff)  # G · (z − mu)
         if ctx.needs_input_grad[0]:
             grad_z = -torch.bmm(weighted, precision[:, :, None].contiguous())[:, :, 0].T

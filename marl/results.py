@@ -177,13 +177,23 @@ def results_frames(grid) -> tuple[pd.DataFrame, pd.DataFrame]:
 NOT_A_SETTING = ("seed", "data_seed", "threads")  # config fields that repeat a setting, not make one
 
 
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The config columns that make a setting: those that vary, seeds aside."""
+    return [c for c in df.columns if c.startswith("config/") and c.removeprefix("config/") not in NOT_A_SETTING
+            and df[c].astype(str).nunique() > 1]
+
+
+def setting_labels(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each row's setting, its values of `columns`, as one label ("0.1, 0, gamma")."""
+    return df[columns].astype(str).agg(", ".join, axis=1) if columns else pd.Series("", index=df.index)
+
+
 def summary_table(df: pd.DataFrame) -> str:
     """The paper's table: one row per setting (the config fields that vary, seeds aside), the
     MLP probes' test accuracies as mean ± std over its finished seeds, and `n` = finished/all."""
-    varying = [c for c in df.columns if c.startswith("config/") and c.removeprefix("config/") not in NOT_A_SETTING
-               and df[c].astype(str).nunique() > 1]
+    varying = setting_columns(df)
+    keys = setting_labels(df, varying)
     metrics = [c for c in SUMMARY_COLUMNS if c in df.columns]
-    keys = df[varying].astype(str).agg("|".join, axis=1) if varying else pd.Series("", index=df.index)
     rows = []
     for _, group in df.groupby(keys, sort=False):
         ok = group[group["status"] == "ok"]
