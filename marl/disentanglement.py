@@ -34,7 +34,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
+
+# sklearn is imported where it is used: a sweep's driver imports this module (through the
+# trainable) and never scores, and importing sklearn costs it ~1.5 s
 
 BOOSTERS = ("fast", "reference")
 NAN = float("nan")
@@ -124,6 +126,7 @@ def dci(train_codes, train_factors, test_codes, test_factors, booster: str = "fa
 # ---------------------------------------------------------------- SAP
 def sap_matrix(train_codes, train_factors, test_codes, test_factors) -> np.ndarray:
     """(D, F): test accuracy of a linear SVM reading the factor from that code dimension alone."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
     score = np.zeros((train_codes.shape[1], train_factors.shape[1]))

@@ -74,6 +74,18 @@ def _linear_logits(w, b, x, offset):
     return torch.baddbmm((b + offset)[:, None], x, w)
 
 
+@torch.no_grad()
+def linear_loss_and_grad(w, b, x, y, offset, c: float):
+    """sklearn's ½‖W‖² + C·Σ cross-entropy divided by C·n (the same minimiser, a well-scaled
+    loss), summed over the P problems, and its gradients in W and b. They are written out
+    (softmax − one-hot): autograd's bookkeeping was a third of L-BFGS's time."""
+    n = x.shape[1]
+    log_p = torch.log_softmax(_linear_logits(w, b, x, offset), -1)
+    loss = (-log_p.gather(-1, y[..., None]).mean((1, 2)) + 0.5 / (c * n) * w.pow(2).sum((1, 2))).sum()
+    grad = log_p.exp_().scatter_add_(-1, y[..., None], log_p.new_full((*y.shape, 1), -1.0)).div_(n)
+    return loss, torch.baddbmm(w, x.transpose(1, 2), grad, beta=1 / (c * n)), grad.sum(1)
+
+
 def fit_linear(train, val, test, n_classes, seed: int = 0):
     """Batched logistic regression; returns (val accuracy, test accuracy), each (P,), and the test
     predictions (P, N_test)."""
@@ -81,8 +93,8 @@ def fit_linear(train, val, test, n_classes, seed: int = 0):
     xt, xv, xs = standardise(xt, xv, xs)
     p, n, d = xt.shape
     offset = _absent_offset(n_classes, int(n_classes.max()))
-    w = torch.zeros(p, d, offset.shape[1], device=xt.device, requires_grad=True)
-    b = torch.zeros(p, offset.shape[1], device=xt.device, requires_grad=True)
+    w = torch.zeros(p, d, offset.shape[1], device=xt.device)
+    b = torch.zeros(p, offset.shape[1], device=xt.device)
     val_acc, test_acc, test_pred = [], [], []
     for c in LINEAR_C:
         # The strongest penalty first, each solution starting the next (sklearn's regularisation
@@ -93,12 +105,8 @@ def fit_linear(train, val, test, n_classes, seed: int = 0):
         opt = torch.optim.LBFGS([w, b], lr=1, max_iter=LINEAR_STEPS, history_size=10,
                                 tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
-        def closure():
-            ce = _cross_entropy(_linear_logits(w, b, xt, offset), yt)
-            # sklearn's ½‖W‖² + C·Σce, divided by C·n: the same minimiser, a well-scaled loss
-            loss = (ce + 0.5 / (c * n) * w.pow(2).sum((1, 2))).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        def closure(c=c):
+            loss, w.grad, b.grad = linear_loss_and_grad(w, b, xt, yt, offset, c)
             return loss
 
         opt.step(closure)

@@ -79,3 +79,14 @@ def test_only_the_sweeps_command_line_imports_search_spaces():
     users = {name for name, deps in graph().items()
              if name.startswith("marl") and any(d.split(".")[0] == "search_spaces" for d in deps)}
     assert users == {"marl.sweep"}
+
+
+def test_a_sweeps_driver_does_not_import_sklearn():
+    """The driver imports the trainable but never scores a model; importing sklearn cost each
+    sweep ~1.5 s before it started. A fresh interpreter: this test process has sklearn already."""
+    import subprocess
+    import sys
+
+    code = "import sys, marl.sweep, marl.trainable, marl.evaluate; print('sklearn' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]

@@ -93,3 +93,27 @@ def test_standardise_uses_training_statistics_and_leaves_constant_columns_finite
     t, s = probes.standardise(train, test)
     assert torch.allclose(t, torch.tensor([[[-1.0, 0.0], [1.0, 0.0]]]))
     assert torch.allclose(s, torch.tensor([[[0.0, 2.0]]]))
+
+
+def test_the_linear_probes_written_out_gradient_is_autograds_of_sklearns_objective():
+    """½‖W‖² + C·Σ cross-entropy over C·n, per problem, summed; classes past a problem's own
+    count are masked (-inf), and the cross-entropy gives them no gradient."""
+    gen = torch.Generator().manual_seed(0)
+    p, n, d, c = 3, 50, 5, 0.7
+    n_classes = torch.tensor([4, 2, 3])
+    x = torch.randn(p, n, d, generator=gen, dtype=torch.float64)
+    y = torch.stack([torch.randint(int(k), (n,), generator=gen) for k in n_classes])
+    w = torch.randn(p, d, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(p, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    offset = probes._absent_offset(n_classes, 4).double()
+    loss, grad_w, grad_b = probes.linear_loss_and_grad(w.detach(), b.detach(), x, y, offset, c)
+
+    logits = (x @ w + b[:, None] + offset[:, None]).flatten(0, 1)
+    ce = torch.nn.functional.cross_entropy(logits, y.flatten(), reduction="none").view(p, n)
+    reference = (0.5 * w.pow(2).sum((1, 2)) + c * ce.sum(1)).sum() / (c * n)
+    reference.backward()
+    torch.testing.assert_close(loss, reference.detach())
+    torch.testing.assert_close(grad_w, w.grad)
+    torch.testing.assert_close(grad_b, b.grad)
+    assert grad_b[1, 2:].eq(0).all()  # and W's masked columns only feel the penalty:
+    torch.testing.assert_close(grad_w[1, :, 2:], w.detach()[1, :, 2:] / (c * n))
