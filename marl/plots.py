@@ -5,6 +5,7 @@ Each figure is written as PNG and PDF; the same functions serve `marl.train` and
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -54,9 +55,29 @@ def mi_heatmap(mi: dict[tuple[str, str], list[float]], path_base, title: str = "
 
 def umap_embedding(codes: np.ndarray, seed: int) -> np.ndarray:
     """2-D UMAP of latent codes; one home for its settings, used by training and analysis."""
-    import umap  # slow import (numba); only when asked for
-
+    umap = _umap()
     return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(codes)
+
+
+@functools.cache
+def _umap():
+    """umap (a slow import: only when asked for), its numba functions compiled once per machine
+    instead of once per process. umap-learn 0.5 caches few of them, and compiling the rest took
+    every report and training run ~16 s (two thirds of a smoke sweep's report); numba keeps the
+    compiled code beside umap's source, or under NUMBA_CACHE_DIR, and recompiles it when umap
+    or numba change."""
+    import umap
+    import umap.umap_
+    from numba.core.dispatcher import Dispatcher
+
+    for module in (umap.umap_, umap.utils, umap.layouts, umap.distances, umap.sparse, umap.spectral):
+        for function in vars(module).values():
+            if isinstance(function, Dispatcher):
+                try:
+                    function.enable_caching()
+                except RuntimeError:  # numba found no writable place for a cache: compile as before
+                    return umap
+    return umap
 
 
 def timbre_names(latents) -> tuple[str, ...] | None:

@@ -236,3 +236,18 @@ def test_report_reads_results_and_checkpoints_through_uris(smoke_sweep, tmp_path
     text = (tmp_path / "report2" / "report.md").read_text()
     assert "Not drawn:" in text and f"{tmp_path}/gone/latents.parquet does not exist" in text
     assert "UMAP figure not drawn" in rep.stderr
+
+
+def test_umap_keeps_its_compiled_code_for_the_next_process():
+    """Compiling umap's numba functions took every report ~16 s; they are cached on disk now."""
+    from pathlib import Path
+
+    import umap.umap_
+
+    from marl import plots
+
+    emb = plots.umap_embedding(np.random.default_rng(0).normal(size=(64, 4)), seed=0)
+    assert emb.shape == (64, 2) and np.isfinite(emb).all()
+    stats = umap.umap_.smooth_knn_dist.stats  # one of the functions umap itself does not cache
+    assert stats.cache_path is not None and Path(stats.cache_path).is_dir()
+    assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0  # loaded or compiled, then saved
