@@ -454,7 +454,8 @@ def test_checkpoints_on_cluster_storage_are_recorded_as_uris():
 
 @pytest.mark.timeout(600)
 def test_the_separation_space_runs_end_to_end_on_smoke_data(tmp_path):
-    proc = sweep_cli("--space", "separation", "--storage", str(tmp_path / "r"), "--pack", "10",
+    # packed 15 to a trial: its 30 configurations run as 2 trials, one round on 2 CPUs
+    proc = sweep_cli("--space", "separation", "--storage", str(tmp_path / "r"), "--pack", "15",
                      "--num-cpus", "2", *tiny_sets(epochs=1), cwd=tmp_path, timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "r" / "separation" / "results.parquet")
