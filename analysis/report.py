@@ -84,6 +84,11 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
                       "max_gap: the largest |difference| of any mean accuracy above from the largest "
                       "setting's; converged: within 0.02. Sorted by cost (pair-epochs).")
 
+    if "config/recipe" in ok and (ok["config/recipe"] == "reference").any():
+        add_table("Recipes against the reference (the `recipe` space)", tables.recipe_gaps(df), "recipe_gaps",
+                  "max_gap: the largest |difference| of any mean test accuracy (linear and MLP, "
+                  "both objectives) from the reference's; within: ≤ 0.03. Sorted by cost (pair-epochs).")
+
     add_table("Mutual information (nats, mean over dimensions and seeds) and MIG",
               tables.mi_summary(df), "mi_summary",
               "`mi_baseline`: the same estimate with the factor shuffled, i.e. the binned "

@@ -203,6 +203,26 @@ def convergence_gaps(table: pd.DataFrame, tolerance: float = 0.02) -> pd.DataFra
     return pd.DataFrame(rows).sort_values(["pair_epochs", "n_train_pairs"]).reset_index(drop=True)
 
 
+def recipe_gaps(df: pd.DataFrame, tolerance: float = 0.03, metrics=None) -> pd.DataFrame:
+    """Per recipe (the `recipe` space's label): its cost in pair-epochs and the largest
+    |mean − the reference's mean| over both objectives (term, weight) and every test accuracy of
+    `metrics`, and whether that lies within `tolerance`. Sorted by cost: the first `within` row
+    is the cheapest recipe that reaches the reference's figures."""
+    metrics = [m for m in (metrics or CONVERGENCE_METRICS) if m in df]
+    ok = ablation_setting(usable(df)[0])
+    means = ok.groupby(["config/recipe", "term", "weight"])[metrics].mean()
+    reference = means.loc["reference"]
+    rows = []
+    for name, own in means.groupby(level=0):
+        first = ok[ok["config/recipe"] == name].iloc[0]
+        n, epochs = int(first["config/n_train_pairs"]), int(first["config/epochs"])
+        gap = float((own.loc[name] - reference).abs().to_numpy().max())  # NaN where an objective is missing
+        rows.append({"recipe": name, "n_train_pairs": n, "epochs": epochs, "pair_epochs": n * epochs,
+                     "n_seeds": int(ok["config/recipe"].eq(name).sum() // max(1, len(own))),
+                     "max_gap": gap, "within": gap <= tolerance})
+    return pd.DataFrame(rows).sort_values(["pair_epochs", "max_gap"]).reset_index(drop=True)
+
+
 def paper_comparison(ablation: pd.DataFrame) -> pd.DataFrame:
     """Our ablation means beside the paper's bars, and ours − paper, where the paper has a bar."""
     ours = ablation.set_index(["term", "weight"])

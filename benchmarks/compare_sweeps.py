@@ -50,11 +50,12 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("base")
-    parser.add_argument("new")
+    parser.add_argument("base", help="a sweep's folder or its results.parquet")
+    parser.add_argument("new", help="the other sweep's folder or results.parquet")
     parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     args = parser.parse_args(argv)
-    table = compare(pd.read_parquet(args.base), pd.read_parquet(args.new))
+    table = compare(*(pd.read_parquet(Path(p) / "results.parquet" if Path(p).is_dir() else p)
+                      for p in (args.base, args.new)))
     pd.set_option("display.width", 200)
     print(table.round(3).to_string())
     out = summary(table).round(3)

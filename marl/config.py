@@ -23,6 +23,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PROBE_INPUTS = ("mean", "sample")
 SOURCES = ("synth", "soundfont", "nsynth", "folder")
 SPLIT_BY = ("note", "instrument")
+SCHEDULES = ("constant", "cosine")
+CHOICES = {"estimator": ESTIMATORS, "likelihood": LIKELIHOODS, "probe_input": PROBE_INPUTS, "arch": ARCHS,
+           "device": DEVICES, "source": SOURCES, "split_by": SPLIT_BY, "schedule": SCHEDULES}
 NSYNTH_FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed",
                    "string", "synth_lead", "vocal")
 # Melodic GM programs from eight families, all sounding from MIDI 60 to 80 (checked on render):
@@ -72,6 +75,10 @@ class Config:
     epochs: int = 15
     batch_size: int = 256
     lr: float = 1e-3
+    # the learning rate over the run's steps: "constant", or "cosine" (after the warm-up, a half
+    # cosine from lr down to 0 at the run's end)
+    schedule: str = "constant"
+    warmup: float = 0.0  # cosine: the share of the steps over which lr first rises linearly to lr
     seed: int = 0  # model init, batch order and reparameterisation noise
     device: str = "auto"  # CUDA when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -193,16 +200,11 @@ class Config:
         for name in ("threads", "eval_every", "max_notes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if self.estimator not in ESTIMATORS:
-            raise UserError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.likelihood not in LIKELIHOODS:
-            raise UserError(f"likelihood: must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.probe_input not in PROBE_INPUTS:
-            raise UserError(f"probe_input: must be one of {', '.join(PROBE_INPUTS)}, got {self.probe_input!r}")
-        if self.arch not in ARCHS:
-            raise UserError(f"arch: must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.device not in DEVICES:
-            raise UserError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name}: must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup < 1:
+            raise UserError(f"warmup: a share of the training steps, 0 <= warmup < 1, got {self.warmup}")
         if not 2 <= self.batch_size <= self.n_train_pairs:
             raise UserError(f"batch_size: must be between 2 and n_train_pairs "
                             f"({self.n_train_pairs}), got {self.batch_size}")
@@ -210,8 +212,6 @@ class Config:
             raise UserError("n_pitch_classes: must be >= 2 (pairs need two different classes)")
         if self.f_min >= self.f_max:
             raise UserError(f"f_max: must exceed f_min ({self.f_min}), got {self.f_max}")
-        if self.source not in SOURCES:
-            raise UserError(f"source: must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.source in ("nsynth", "folder") and not self.data_dir:
             raise UserError(f"data_dir: source {self.source!r} reads a folder; give --data-dir PATH")
         if self.source == "soundfont" and self.n_pitch_classes > 21:
@@ -221,8 +221,6 @@ class Config:
             raise UserError(f"f_max: its 3rd harmonic ({3 * self.f_max:g} Hz) must stay below "
                             f"Nyquist ({self.sample_rate / 2:g} Hz) or timbres become "
                             "indistinguishable; lower f_max or raise sample_rate")
-        if self.split_by not in SPLIT_BY:
-            raise UserError(f"split_by: must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
         if self.split_by == "instrument" and self.source == "synth":
             raise UserError("split_by: 'instrument' needs real instruments (source soundfont, nsynth "
                             "or folder); the synthetic source has four waveforms")

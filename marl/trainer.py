@@ -4,6 +4,7 @@ model (one configuration is the case K = 1). `marl.fit` runs its epochs."""
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
@@ -23,6 +24,16 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device: 'cuda' requested but no CUDA device is available")
     return torch.device(name)
+
+
+def learning_rate(cfg: Config, step: int, total_steps: int) -> float:
+    """The learning rate of training step `step` (0-based) of `total_steps` under cfg.schedule."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = round(cfg.warmup * total_steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
 
 
 def objective(model: MARL, x1, x2, noise, weights, dataset_size: int, estimator: str,
@@ -152,6 +163,9 @@ class Trainer:
         sums = torch.zeros(k, len(names.LOSS_TERMS), device=self.device)
         n_batches = n // cfg.batch_size  # drop the ragged last batch: the estimators need B fixed
         for b in range(n_batches):
+            if cfg.schedule != "constant":
+                for group in self.opt.param_groups:
+                    group["lr"] = learning_rate(cfg, self.epoch * n_batches + b, cfg.epochs * n_batches)
             index = perms[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
             batch = self.train_x[index]
             noise = torch.stack([torch.randn(3, cfg.batch_size, cfg.latent_dim, generator=g,

@@ -15,7 +15,7 @@ import dataclasses
 from marl.config import Config
 from marl.names import WEIGHTS
 
-LABEL_KEYS = ("ablation",)  # trial labels that are not Config fields (kept as config/<key>)
+LABEL_KEYS = ("ablation", "recipe")  # trial labels that are not Config fields (kept as config/<key>)
 MEMBERS = "members"  # a packed trial's configurations
 ZERO_BELOW_LOG10 = -3.0  # a weight sampled as `<w>_log10` at or below this is 0
 MEMBER_FIELDS = (*WEIGHTS, "seed")  # what may differ between a packed trial's members; all else matches

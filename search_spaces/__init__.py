@@ -38,7 +38,7 @@ from pathlib import Path
 from marl.errors import UserError
 
 NAMES = ("paper_ablation", "ablation_subset", "latent_size", "full_grid", "optuna", "smoke", "convergence",
-         "separation", "separation_optuna", "gamma_study", "gamma_study_cpu")
+         "separation", "separation_optuna", "gamma_study", "gamma_study_cpu", "recipe")
 
 
 @dataclass

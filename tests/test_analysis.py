@@ -251,3 +251,22 @@ def test_umap_keeps_its_compiled_code_for_the_next_process():
     stats = umap.umap_.smooth_knn_dist.stats  # one of the functions umap itself does not cache
     assert stats.cache_path is not None and Path(stats.cache_path).is_dir()
     assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0  # loaded or compiled, then saved
+
+
+def test_recipe_gaps_find_the_cheapest_recipe_within_tolerance_of_the_reference():
+    offsets = {"reference": (0.0, 0.0), "a": (-0.01, -0.05), "b": (0.02, 0.02)}  # recon, gamma
+    size = {"reference": (400, 120), "a": (100, 10), "b": (50, 10)}
+    rows = []
+    for recipe, (recon, gamma) in offsets.items():
+        for weight, offset in ((0.0, recon), (0.1, gamma)):
+            for seed in (0, 1):
+                rows.append({"status": "ok", "config/recipe": recipe, "config/alpha": 0.0, "config/beta": 0.0,
+                             "config/gamma": weight, "config/seed": seed, "config/n_train_pairs": size[recipe][0],
+                             "config/epochs": size[recipe][1],
+                             **{m: 0.9 + offset + 0.002 * seed for m in tables.CONVERGENCE_METRICS}})
+    rows.append({**rows[0], "status": "diverged", **{m: 0.0 for m in tables.CONVERGENCE_METRICS}})  # not counted
+    gaps = tables.recipe_gaps(pd.DataFrame(rows), tolerance=0.03)
+    assert gaps["recipe"].tolist() == ["b", "a", "reference"]  # by cost
+    assert gaps["max_gap"].tolist() == pytest.approx([0.02, 0.05, 0.0])
+    assert gaps["within"].tolist() == [True, False, True] and set(gaps["n_seeds"]) == {2}
+    assert gaps["pair_epochs"].tolist() == [500, 1000, 48000]

@@ -45,15 +45,55 @@ def test_a_process_that_ran_another_trial_first_gives_the_same_figures(tiny_cfg)
     assert scalars and {k: again[k] for k in scalars} == {k: first[k] for k in scalars}
 
 
-def test_checkpoint_round_trip_continues_identically(tiny_cfg):
-    data = load_dataset(tiny_cfg)
-    a = Trainer(tiny_cfg, data, torch.device("cpu"))
+@pytest.mark.parametrize("schedule", [{}, {"schedule": "cosine", "warmup": 0.3}])
+def test_checkpoint_round_trip_continues_identically(tiny_cfg, schedule):
+    cfg = tiny_cfg.replace(**schedule)
+    data = load_dataset(cfg)
+    a = Trainer(cfg, data, torch.device("cpu"))
     a.run_epoch()
     state = copy.deepcopy(a.state_dict())  # state_dict holds live tensors
     expected = a.run_epoch()
-    b = Trainer(tiny_cfg, data, torch.device("cpu"))
+    b = Trainer(cfg, data, torch.device("cpu"))
     b.load_state_dict(state)
     assert b.run_epoch() == expected and b.epoch == 2
+
+
+@pytest.mark.parametrize("total, warmup", [(40, 0.0), (40, 0.1), (7, 0.3), (5, 0.5)])
+def test_learning_rate_schedules_are_torchs(total, warmup):
+    """Linear warm-up from lr/warm-steps to lr, then a half cosine to 0: torch's LinearLR and
+    CosineAnnealingLR in sequence. (Ours is a function of the step, so that a resumed run
+    needs no scheduler state.)"""
+    from marl.config import Config
+    from marl.trainer import learning_rate
+
+    cfg = Config(lr=3e-3, schedule="cosine", warmup=warmup)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    warm = round(warmup * total)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - warm)
+    schedulers = cosine if not warm else torch.optim.lr_scheduler.SequentialLR(
+        opt, [torch.optim.lr_scheduler.LinearLR(opt, 1 / warm, 1.0, total_iters=max(1, warm - 1)), cosine], [warm])
+    theirs = []
+    for _ in range(total):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedulers.step()
+    assert [learning_rate(cfg, step, total) for step in range(total)] == pytest.approx(theirs, rel=1e-9, abs=1e-15)
+    assert learning_rate(cfg.replace(schedule="constant"), total - 1, total) == cfg.lr
+
+
+def test_a_cosine_schedule_sets_each_steps_learning_rate(tiny_cfg):
+    from marl.trainer import learning_rate
+
+    cfg = tiny_cfg.replace(schedule="cosine", warmup=0.25)
+    data = load_dataset(cfg)
+    trainer, constant = Trainer(cfg, data, torch.device("cpu")), Trainer(tiny_cfg, data, torch.device("cpu"))
+    steps = cfg.n_train_pairs // cfg.batch_size
+    first = trainer.run_epoch()
+    after_one = trainer.opt.param_groups[0]["lr"]
+    assert after_one == learning_rate(cfg, steps - 1, cfg.epochs * steps) < cfg.lr
+    assert first != constant.run_epoch() and constant.opt.param_groups[0]["lr"] == cfg.lr
+    trainer.run_epoch()  # the second epoch goes on where the first ended
+    assert trainer.opt.param_groups[0]["lr"] == learning_rate(cfg, 2 * steps - 1, cfg.epochs * steps) < after_one
 
 
 def run_cli(*args, cwd=None):
@@ -136,6 +176,8 @@ def test_train_reports_the_exact_decomposition_and_the_estimators_error(tmp_path
     (["--arch", "transformer"], "arch"),
     (["--probe-input", "median"], "probe_input"),
     (["--logvar-min", "-100"], "logvar_min"),
+    (["--schedule", "linear"], "schedule"),
+    (["--warmup", "1"], "warmup"),
     (["--epochs", "two"], "epochs"),
     (["--config", "/nonexistent/cfg.json"], "config"),
     (["--out", "/etc/hostname/run"], "out"),
