@@ -19,6 +19,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.tables import to_markdown  # noqa: E402
 from marl import names  # noqa: E402
 from marl.results import setting_columns, setting_labels  # noqa: E402
 
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     pd.set_option("display.width", 200)
     print(table.round(3).to_string())
     out = summary(table).round(3)
-    print(out.to_markdown() if args.markdown else out.to_string())
+    print(to_markdown(out.reset_index()) if args.markdown else out.to_string())
     print(f"{int(table['within'].sum())} of {len(table)} within spread; "
           f"|t| > 2.78: {int((table['t'].abs() > 2.78).sum())}")
 
