@@ -75,7 +75,8 @@ def build_report(paths, out: Path, select: dict | None = None, umap: bool = True
               "Per-clip codes (shared = the clip's own μ_s); `fused` = the pair's PoE code.")
     main = main if main is not None else probe
 
-    if "config/n_train_pairs" in ok and ok["config/n_train_pairs"].nunique() > 1:
+    # (the recipe space varies more than size and length: its own table below compares its recipes)
+    if "config/n_train_pairs" in ok and ok["config/n_train_pairs"].nunique() > 1 and "config/recipe" not in ok:
         curve = tables.convergence_table(df, load_epochs(paths))
         if curve["epoch"].nunique() > 1 or curve["n_train_pairs"].nunique() > 1:
             add_table("Convergence (test probe accuracy by training pairs and epoch)", curve, "convergence",

@@ -18,7 +18,7 @@ from marl.errors import UserError
 ACCURACIES = paper.ACCURACIES  # private/shared x timbre/pitch, the paper's four bars
 TERMS = ("alpha", "beta", "gamma")  # the paper's terms (the ablation figure's columns)
 ALL_TERMS = names.WEIGHTS  # with the terms beyond the paper (swap, infonce, orthogonal)
-IGNORED_CONFIG = {"config/seed", "config/threads", "config/ablation", "config/device"}
+IGNORED_CONFIG = {"config/seed", "config/threads", "config/ablation", "config/recipe", "config/device"}
 
 
 def usable(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -203,8 +203,8 @@ class Config:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if not 0 <= self.warmup < 1:
-            raise UserError(f"warmup: a share of the training steps, 0 <= warmup < 1, got {self.warmup}")
+        if not 0 <= self.warmup < 1 or (self.warmup and self.schedule == "constant"):
+            raise UserError(f"warmup: a share of the steps, 0 <= warmup < 1, with schedule cosine; got {self.warmup}")
         if not 2 <= self.batch_size <= self.n_train_pairs:
             raise UserError(f"batch_size: must be between 2 and n_train_pairs "
                             f"({self.n_train_pairs}), got {self.batch_size}")

@@ -64,8 +64,8 @@ def _umap():
     """umap (a slow import: only when asked for), its numba functions compiled once per machine
     instead of once per process. umap-learn 0.5 caches few of them, and compiling the rest took
     every report and training run ~16 s (two thirds of a smoke sweep's report); numba keeps the
-    compiled code beside umap's source, or under NUMBA_CACHE_DIR, and recompiles it when umap
-    or numba change."""
+    compiled code under NUMBA_CACHE_DIR when set, else beside umap's source, else in the user's
+    cache folder, and recompiles it when umap or numba change."""
     import umap
     import umap.umap_
     from numba.core.dispatcher import Dispatcher
@@ -76,7 +76,7 @@ def _umap():
                 try:
                     function.enable_caching()
                 except RuntimeError:  # numba found no writable place for a cache: compile as before
-                    return umap
+                    continue
     return umap
 
 

@@ -237,7 +237,9 @@ def run(args: SweepArgs) -> pd.DataFrame:
     if trials is not None and not args.address and not args.resume:  # trials run here: time them here
         from marl.cost import sweep_estimate
 
-        print(sweep_estimate(trial_configs(trials[0]), n_trials, capacity, args.cpus_per_trial, gpus))
+        sizes = {tuple(t.get(k) for k in ("n_train_pairs", "epochs", "batch_size", "eval_every")) for t in trials}
+        print(sweep_estimate(trial_configs(trials[0]), n_trials, capacity, args.cpus_per_trial, gpus)
+              + ("" if len(sizes) == 1 else "; the trials differ in size: every one costed as the first"))
     trainable = tune.with_resources(
         tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every, verbose=args.verbose),
         {"cpu": args.cpus_per_trial, "gpu": gpus})

@@ -8,9 +8,9 @@ study recommends), 2 seeds each, under
   8192 × 60) and at twice the default's (122,880: 8192 × 15, 4096 × 30), with a cosine schedule
   after a 5 % warm-up, at lr 2e-3 (batch 256) or 4e-3 (batch 512).
 
-(1 + 8) recipes × 2 objectives × 2 seeds = 36 trials. `analysis.tables.recipe_gaps` finds the
-cheapest recipe within 0.03 of the reference. Hours on a 2-core CPU (the reference alone is ~40
-core-minutes per trial); on a GPU: `python -m marl.sweep --space recipe`."""
+(1 + 8) recipes × 2 objectives × 2 seeds = 36 trials, compiled as at paper scale.
+`analysis.tables.recipe_gaps` finds the cheapest recipe within 0.03 of the reference. About
+80 min on the 2-core CPU (two trials at a time; a reference trial is ~20 min of it)."""
 
 from ray import tune
 
@@ -33,5 +33,5 @@ OBJECTIVES = [{"ablation": "recon", "alpha": 0.0, "beta": 0.0, "gamma": 0.0},
 SPACE = {"recipe": tune.grid_search(RECIPES), "point": tune.grid_search(OBJECTIVES), "seed": tune.grid_search([0, 1])}
 # mws for both: reconstruction only does not train on the estimate, and one estimator lets a
 # GPU pack both objectives' seeds of a recipe into one trial
-BASE = {"estimator": "mws", "umap": False}
+BASE = {"estimator": "mws", "umap": False, "compile": True}
 NUM_TRIALS = 36

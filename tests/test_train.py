@@ -78,7 +78,7 @@ def test_learning_rate_schedules_are_torchs(total, warmup):
         opt.step()
         schedulers.step()
     assert [learning_rate(cfg, step, total) for step in range(total)] == pytest.approx(theirs, rel=1e-9, abs=1e-15)
-    assert learning_rate(cfg.replace(schedule="constant"), total - 1, total) == cfg.lr
+    assert learning_rate(cfg.replace(schedule="constant", warmup=0.0), total - 1, total) == cfg.lr
 
 
 def test_a_cosine_schedule_sets_each_steps_learning_rate(tiny_cfg):
@@ -178,6 +178,7 @@ def test_train_reports_the_exact_decomposition_and_the_estimators_error(tmp_path
     (["--logvar-min", "-100"], "logvar_min"),
     (["--schedule", "linear"], "schedule"),
     (["--warmup", "1"], "warmup"),
+    (["--warmup", "0.1"], "warmup"),  # with the default constant schedule it would do nothing
     (["--epochs", "two"], "epochs"),
     (["--config", "/nonexistent/cfg.json"], "config"),
     (["--out", "/etc/hostname/run"], "out"),
