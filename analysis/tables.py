@@ -14,11 +14,13 @@ import pandas as pd
 from analysis import paper
 from marl import names
 from marl.errors import UserError
+from marl.trial import LABEL_KEYS
 
 ACCURACIES = paper.ACCURACIES  # private/shared x timbre/pitch, the paper's four bars
 TERMS = ("alpha", "beta", "gamma")  # the paper's terms (the ablation figure's columns)
 ALL_TERMS = names.WEIGHTS  # with the terms beyond the paper (swap, infonce, orthogonal)
-IGNORED_CONFIG = {"config/seed", "config/threads", "config/ablation", "config/recipe", "config/device"}
+# not hyperparameters: the seed, where a trial ran, and its labels
+IGNORED_CONFIG = {"config/seed", "config/threads", "config/device", *(f"config/{k}" for k in LABEL_KEYS)}
 
 
 def usable(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:

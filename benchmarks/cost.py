@@ -23,6 +23,7 @@ STUDIES = {  # name: flags of `python -m marl.sweep`
     "smoke": ["--space", "smoke"],
     "paper_ablation (the default)": [],
     "paper_ablation, configs/paper_scale.yaml": ["--config", "configs/paper_scale.yaml"],
+    "recipe (trials of different sizes)": ["--space", "recipe"],
 }
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     for name, flags in STUDIES.items():
         args = parse_args(flags)
         planned = grid_configs(search_spaces.load(args.space), args)
-        line = sweep_estimate([planned[0][0]], len(planned), max(1, cpus), 1.0, 0.0)
+        line, _ = sweep_estimate([[cfg] for cfg, _ in planned], max(1, cpus), 1.0, 0.0)
         print(f"{name}: {len(planned)} trials, {cpus} at once: {line}")
 
 

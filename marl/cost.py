@@ -1,7 +1,8 @@
-"""What a grid sweep will cost, printed before it starts: a few of its first trial's training
-steps are timed here, on this machine and device, and scaled to every trial; evaluations and a
-trial's start-up add fixed allowances measured on the 2-core development CPU
-(docs/performance.md, "Cost model")."""
+"""What a grid sweep will cost, printed before it starts: a few training steps of each kind of
+trial are timed here, on this machine and device, and counted over every trial's own steps;
+evaluations and a trial's start-up add fixed allowances measured on the 2-core development CPU
+(docs/performance.md, "Cost model"); the trials start in order, each when a slot frees.
+"""
 
 from __future__ import annotations
 
@@ -23,26 +24,67 @@ CPU_CONTENTION = 1.7  # a step's time when trials share the CPU's cores and memo
 COMPILE_SPEEDUP = 1.3  # `compile: true` on a CPU (1.32x measured); steps are timed eager
 
 
+# Config fields that set only how many steps and evaluations a trial runs, or nothing a step
+# costs: trials that differ in these alone share one timed step
+NOT_IN_A_STEP = {"n_train_pairs", "n_val_pairs", "n_test_pairs", "epochs", "eval_every", "seed", "data_seed",
+                 "lr", "schedule", "warmup", "alpha", "beta", "gamma", "probe_train_clips", "probe_input",
+                 "umap", "compile", "threads", "device"}
+MAX_TIMED = 4  # distinct steps timed before a sweep (~1 s each); trials beyond are costed as the first
+
+
 @dataclass
 class Estimate:
-    step_seconds: float  # one training step of a whole trial (all its members), measured
-    steps: int  # training steps per trial
-    evaluations: int  # evaluations per member
-    members: int
-    trial_seconds: float
-    waves: int  # rounds of trials, `capacity` at a time
+    step_seconds: float  # one training step of the first trial (all its members), measured
+    steps: int  # the first trial's training steps
+    evaluations: int  # the first trial's evaluations per member
+    members: int  # the first trial's
+    trial_seconds: list[float]  # every trial's, in the order Tune starts them
+    capacity: int  # trials at once
     total_seconds: float
+
+    @property
+    def waves(self) -> int:
+        return math.ceil(len(self.trial_seconds) / max(1, self.capacity))
+
+
+def counts(steps_per_epoch: int, epochs: int, eval_every: int) -> tuple[int, int]:
+    """A trial's training steps and its evaluations per member (every `eval_every` epochs and at the end)."""
+    return steps_per_epoch * epochs, 1 + ((epochs - 1) // eval_every if eval_every else 0)
+
+
+def trial_seconds(step_seconds: float, steps: int, evaluations: int, members: int) -> float:
+    return TRIAL_SECONDS + steps * step_seconds + evaluations * members * EVAL_SECONDS
+
+
+def finish_seconds(trial_seconds: list[float], capacity: int) -> float:
+    """When the last of `trial_seconds` ends if they start in order, each as soon as one of
+    `capacity` slots is free (how Tune runs a grid)."""
+    import heapq
+
+    slots = [0.0] * max(1, min(capacity, len(trial_seconds)))
+    for seconds in trial_seconds:
+        heapq.heapreplace(slots, slots[0] + seconds)
+    return max(slots)
 
 
 def estimate(step_seconds: float, steps_per_epoch: int, epochs: int, eval_every: int, members: int,
              n_trials: int, capacity: int) -> Estimate:
-    """The sweep's wall time if every trial costs what its first one does; `step_seconds` is a
-    step's time as the trials will see it (contention and compiling already applied)."""
-    evaluations = 1 + ((epochs - 1) // eval_every if eval_every else 0)
-    steps = steps_per_epoch * epochs
-    trial = TRIAL_SECONDS + steps * step_seconds + evaluations * members * EVAL_SECONDS
-    waves = math.ceil(n_trials / max(1, capacity))
-    return Estimate(step_seconds, steps, evaluations, members, trial, waves, SWEEP_SECONDS + waves * trial)
+    """A sweep of `n_trials` trials that all cost what one does; `step_seconds` is a step's time
+    as the trials will see it (contention and compiling already applied)."""
+    steps, evaluations = counts(steps_per_epoch, epochs, eval_every)
+    return sweep(step_seconds, steps, evaluations, members,
+                 [trial_seconds(step_seconds, steps, evaluations, members)] * n_trials, capacity)
+
+
+def sweep(step_seconds: float, steps: int, evaluations: int, members: int, seconds: list[float],
+          capacity: int) -> Estimate:
+    return Estimate(step_seconds, steps, evaluations, members, seconds, capacity,
+                    SWEEP_SECONDS + finish_seconds(seconds, capacity))
+
+
+def step_key(cfgs: list) -> tuple:
+    """What sets a trial's step time: its members' fields but NOT_IN_A_STEP."""
+    return tuple(tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in NOT_IN_A_STEP)) for c in cfgs)
 
 
 def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int = 8) -> float:
@@ -76,42 +118,61 @@ def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int
         torch.set_num_threads(before)
 
 
-def describe(e: Estimate, where: str) -> str:
+def describe(e: Estimate, where: str, kinds: int = 1, untimed: int = 0) -> str:
     minutes = f"{e.total_seconds / 60:.1f} min" if e.total_seconds >= 90 else f"{e.total_seconds:.0f} s"
-    return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds:.0f} s per trial: "
-            f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms, timed on {where}, "
-            f"{e.evaluations * e.members} evaluation(s) x ~{EVAL_SECONDS:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
+    if min(e.trial_seconds) == max(e.trial_seconds):
+        return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds[0]:.0f} s per trial: "
+                f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms, timed on {where}, "
+                f"{e.evaluations * e.members} evaluation(s) x ~{EVAL_SECONDS:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
+    low, high = round(min(e.trial_seconds)), round(max(e.trial_seconds))
+    return (f"estimate: ~{minutes} ({len(e.trial_seconds)} trials of ~{low}" + (f"-{high}" if high > low else "")
+            + f" s, {e.capacity} at a time: steps of {kinds} kind(s) of trial timed on "
+            f"{where}, evaluations ~{EVAL_SECONDS:.0f} s each, start-up ~{TRIAL_SECONDS:.0f} s"
+            + (f"; {untimed} more kind(s) costed as the first" if untimed else "") + ")")
 
 
-def sweep_estimate(cfgs: list, n_trials: int, capacity: int, cpus_per_trial: float, gpus: float) -> str:
-    """The line a sweep prints before it starts; `cfgs`: its first trial's members. Best effort:
-    a step that cannot be timed (out of memory, say) gives a line saying so, and the sweep runs.
-    Steps are timed eager (`compile` off: its one-off compile would swamp a few steps). On a GPU
-    they are timed in a child process, so that the driver holds no CUDA memory while trials run."""
-    compiled = cfgs[0].compile
-    cfgs = [c.replace(compile=False) for c in cfgs]
-    cfg = cfgs[0]
+def sweep_estimate(trials: list[list], capacity: int, cpus_per_trial: float, gpus: float) -> tuple[str, list[float]]:
+    """The line a sweep prints before it starts, and each trial's estimated seconds; `trials`:
+    each trial's members. One step is timed for each kind of trial (step_key; the first
+    MAX_TIMED kinds), then counted over each trial's own steps. Best effort: a step that cannot
+    be timed (out of memory, say) gives a line saying so, and the sweep runs. Steps are timed
+    eager (`compile` off: its one-off compile would swamp a few steps). On a GPU they are timed
+    in a child process, so that the driver holds no CUDA memory while trials run."""
     on_gpu = bool(gpus) and torch.cuda.is_available()
-    threads = cfg.threads or max(1, int(cpus_per_trial))
+    threads = trials[0][0].threads or max(1, int(cpus_per_trial))
+    kinds: dict[tuple, list] = {}
+    for cfgs in trials:
+        kinds.setdefault(step_key(cfgs), [c.replace(compile=False) for c in cfgs])
+    timed = dict(list(kinds.items())[:MAX_TIMED])
     try:
         if on_gpu:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                step = pool.submit(_time_first_trial, cfgs, "cuda", threads).result()
+                steps = pool.submit(_time_steps, list(timed.values()), "cuda", threads).result()
         else:
-            step = _time_first_trial(cfgs, "cpu", threads)
+            steps = _time_steps(list(timed.values()), "cpu", threads)
     except (RuntimeError, OSError, MemoryError) as err:  # torch's out-of-memory is a RuntimeError
-        return f"estimate: not available ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
-    if not on_gpu:
-        step *= (CPU_CONTENTION if min(capacity, n_trials) > 1 else 1.0) / (COMPILE_SPEEDUP if compiled else 1.0)
-    e = estimate(step, cfg.n_train_pairs // cfg.batch_size, cfg.epochs, cfg.eval_every, len(cfgs),
-                 n_trials, capacity)
-    return describe(e, "this GPU" if on_gpu else f"this CPU, {threads} thread(s)")
+        return f"estimate: not available ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})", []
+    step_of = dict(zip(timed, steps))
+    shared = CPU_CONTENTION if not on_gpu and min(capacity, len(trials)) > 1 else 1.0
+    seconds, first = [], None
+    for cfgs in trials:
+        c = cfgs[0]
+        step = step_of.get(step_key(cfgs), steps[0])
+        if not on_gpu:
+            step *= shared / (COMPILE_SPEEDUP if c.compile else 1.0)
+        n_steps, evaluations = counts(c.n_train_pairs // c.batch_size, c.epochs, c.eval_every)
+        seconds.append(trial_seconds(step, n_steps, evaluations, len(cfgs)))
+        first = first or (step, n_steps, evaluations, len(cfgs))
+    e = sweep(*first, seconds, capacity)
+    where = "this GPU" if on_gpu else f"this CPU, {threads} thread(s)"
+    return describe(e, where, len(timed), len(kinds) - len(timed)), seconds
 
 
-def _time_first_trial(cfgs: list, device: str, threads: int) -> float:
+def _time_steps(kinds: list[list], device: str, threads: int) -> list[float]:
+    """Seconds per step of each kind of trial (each one's members)."""
     from marl.data import load_dataset
 
-    return time_step(cfgs, load_dataset(cfgs[0]), torch.device(device), threads)
+    return [time_step(cfgs, load_dataset(cfgs[0]), torch.device(device), threads) for cfgs in kinds]

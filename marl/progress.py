@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -29,11 +30,17 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def eta(elapsed: float, done: int, total: int) -> str:
-    """Time left at the rate trials have finished so far; '?' before the first one."""
-    if done == 0 or total <= done:
+def eta(elapsed: float, done: float, total: float) -> str:
+    """Time left at the rate work has been done so far ('?' before any): `done` and `total` count
+    trials, or their estimated seconds when the trials differ in size."""
+    if done <= 0 or total <= done:
         return "?" if total > done else "0s"
     return duration(elapsed / done * (total - done))
+
+
+def trial_key(axis_value) -> str:
+    """A trial's own values (its config's grid axis "trial"), as a key."""
+    return json.dumps(axis_value, sort_keys=True, default=str)
 
 
 def describe(config: dict) -> str:
@@ -59,8 +66,9 @@ class ProgressLines(Callback):
     """Prints one line per trial start, end and error, with the sweep's counts, its ETA and
     the best validation separation reported so far."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, expected: dict[str, float] | None = None):
         self.total = total  # Tune pickles its callbacks with the sweep (tuner.pkl): no stream here
+        self.expected = expected or {}  # trial_key -> estimated seconds (marl.cost), to weigh the ETA
         self.best = float("nan")
         self.started = time.monotonic()
         self.trial_started: dict[str, float] = {}
@@ -76,7 +84,12 @@ class ProgressLines(Callback):
         done, running = len(finished), len(running - finished)
         best = "-" if math.isnan(self.best) else f"{self.best:.3f}"
         what = describe(trial.config)
-        print(f"[{done}/{self.total} done, {running} running, ETA {eta(time.monotonic() - self.started, done, self.total)}, "
+        work = [self.expected.get(trial_key(t.config.get("trial"))) for t in trials if t.trial_id in finished]
+        if self.expected and None not in work:  # trials of different sizes: weigh each by its estimate
+            left = eta(time.monotonic() - self.started, sum(work), sum(self.expected.values()))
+        else:
+            left = eta(time.monotonic() - self.started, done, self.total)
+        print(f"[{done}/{self.total} done, {running} running, ETA {left}, "
               f"best val separation {best}] trial_{trial.trial_id} {event}" + (f" ({what})" if what else ""),
               file=sys.stdout, flush=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -215,6 +216,8 @@ def run(args: SweepArgs) -> pd.DataFrame:
         # "local": a new embedded Ray even when another one runs on this machine (a `ray start`
         # or a test cluster); without it ray.init joins that one, and refuses num_cpus
         init = {"address": args.address} if args.address else {"address": "local", "num_cpus": args.num_cpus or None}
+        # Ray 2.60 turns token authentication on for a new local cluster, and says so in a warning
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(include_dashboard=False, logging_level="WARNING", **init)
     cluster = ray.cluster_resources()
     cluster_gpus, cluster_cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
@@ -234,12 +237,15 @@ def run(args: SweepArgs) -> pd.DataFrame:
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
+    expected = {}  # trial_key -> estimated seconds, for the ETA of trials that differ in size
     if trials is not None and not args.address and not args.resume:  # trials run here: time them here
         from marl.cost import sweep_estimate
+        from marl.progress import trial_key
 
-        sizes = {tuple(t.get(k) for k in ("n_train_pairs", "epochs", "batch_size", "eval_every")) for t in trials}
-        print(sweep_estimate(trial_configs(trials[0]), n_trials, capacity, args.cpus_per_trial, gpus)
-              + ("" if len(sizes) == 1 else "; the trials differ in size: every one costed as the first"))
+        line, seconds = sweep_estimate([trial_configs(t) for t in trials], capacity, args.cpus_per_trial, gpus)
+        print(line)
+        axis = param_space.get("trial", {}).get("grid_search", []) if len(trials) > 1 else []
+        expected = {trial_key(value): s for value, s in zip(axis, seconds)}
     trainable = tune.with_resources(
         tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every, verbose=args.verbose),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
@@ -266,7 +272,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
-                callbacks=callbacks(args, n_trials, exp_dir), verbose=1 if args.verbose else 0))
+                callbacks=callbacks(args, n_trials, exp_dir, expected), verbose=1 if args.verbose else 0))
     grid = tuner.fit()
     df, epochs = results_frames(grid)
     write_parquet(df, f"{exp_dir}/{RESULTS_FILE}")

@@ -15,11 +15,12 @@ def mlflow_uri(args, exp_dir: str) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def callbacks(args, n_trials: int, exp_dir: str) -> list:
-    """The console's one line per trial event (Ray's own with --verbose), and MLflow runs."""
+def callbacks(args, n_trials: int, exp_dir: str, expected: dict[str, float] | None = None) -> list:
+    """The console's one line per trial event (Ray's own with --verbose; `expected`: each
+    trial's estimated seconds, by progress.trial_key), and MLflow runs."""
     from marl.progress import ProgressLines
 
-    out = [] if args.verbose else [ProgressLines(n_trials)]
+    out = [] if args.verbose else [ProgressLines(n_trials, expected)]
     if args.log == "mlflow":
         from marl.tracking import MlflowRuns
 

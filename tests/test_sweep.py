@@ -299,7 +299,50 @@ def test_the_cost_estimate_counts_rounds_steps_and_evaluations():
     assert (e.steps, e.evaluations, e.waves) == (240, 1, 15)
     assert e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + EVAL_SECONDS))
     e = estimate(0.1, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
-    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds == pytest.approx(TRIAL_SECONDS + 24 + 12 * EVAL_SECONDS)
+    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds[0] == pytest.approx(TRIAL_SECONDS + 24 + 12 * EVAL_SECONDS)
+
+
+@pytest.mark.parametrize("seconds, capacity, finish", [
+    ([10, 1, 1, 1], 2, 10),  # the long one holds a slot while the other slot runs the rest
+    ([3, 3, 2, 2, 2], 2, 7),  # 3+2+2 and 3+2, each trial started when a slot frees
+    ([1, 1, 10], 2, 11),  # in order: the long one starts only when the first short one ends
+    ([5, 5, 5], 8, 5),
+    ([4], 1, 4),
+])
+def test_trials_of_different_sizes_finish_when_the_last_slot_does(seconds, capacity, finish):
+    from marl.cost import finish_seconds
+
+    assert finish_seconds(seconds, capacity) == finish
+
+
+def test_a_step_is_timed_once_per_kind_of_trial(tiny_cfg):
+    from marl.cost import step_key
+
+    same = [tiny_cfg.replace(gamma=g, seed=s, epochs=e, n_train_pairs=n, lr=lr)
+            for g, s, e, n, lr in [(0.0, 0, 2, 256, 1e-3), (0.5, 3, 9, 512, 4e-3)]]
+    assert step_key([same[0]]) == step_key([same[1]])
+    for differs in (tiny_cfg.replace(batch_size=128), tiny_cfg.replace(arch="conv"), tiny_cfg.replace(estimator="mws")):
+        assert step_key([differs]) != step_key([tiny_cfg])
+    assert step_key([tiny_cfg, tiny_cfg]) != step_key([tiny_cfg])  # two members step twice the work
+
+
+def test_the_progress_eta_weighs_finished_trials_by_their_estimated_cost(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from marl import progress
+
+    short, long_ = {"epochs": 2}, {"epochs": 6}
+    trials = [SimpleNamespace(trial_id="a", status="RUNNING", config={"trial": short}),
+              SimpleNamespace(trial_id="b", status="RUNNING", config={"trial": long_})]
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    for expected, eta in [({progress.trial_key(short): 10.0, progress.trial_key(long_): 30.0}, "30s"),
+                          ({}, "10s")]:  # no estimate: every trial counts as one
+        now[0] = 100.0
+        lines = progress.ProgressLines(2, expected)
+        now[0] = 110.0  # the short trial ends after 10 s: a quarter of the estimated work
+        lines.on_trial_complete(1, trials, trials[0])
+        assert f"[1/2 done, 1 running, ETA {eta}," in capsys.readouterr().out
 
 
 def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
