@@ -100,6 +100,7 @@ def test_smoke_sweep_end_to_end_writes_every_trial(smoke_sweep):
     assert len(before.splitlines()) + len(proc.stderr.splitlines()) <= 30, before + proc.stderr
     assert sum("done in" in line for line in before.splitlines()) == 2
     assert "Checkpoint successfully created" not in proc.stdout + proc.stderr and "╭" not in before
+    assert "Token authentication is enabled" not in proc.stderr  # Ray 2.60's notice, every sweep
     assert re.search(r"estimate: ~\d+ s \(1 round\(s\) of", before), before  # 2 trials, 2 at once
     header = summary.splitlines()[1].split()
     assert header[:2] == ["gamma", "n"] and "shared/pitch" in header and "1/1" in summary
