@@ -13,14 +13,19 @@ from dataclasses import dataclass
 import torch
 
 # Allowances and factors measured on the 2-core development CPU (docs/performance.md, "Cost model")
-# one member's evaluation at the default probe sizes, 1 thread, two trials sharing the cores (11.9 s
-# measured on 2026-12-07: probes, DCI/SAP/explicitness, the exact-KL diagnostics)
-EVAL_SECONDS = 12.0
+# One member's evaluation, 1 thread, alone: a fixed part (DCI/SAP/explicitness), the probes (per
+# probe training clip) and the encoding and exact-KL diagnostics (per training pair): 6.6 s at
+# the defaults, 3.2 s with 256 probe clips, 12.8 s at 16384 pairs (measured on 2026-12-07)
+EVAL_BASE_SECONDS = 0.9
+EVAL_PER_PROBE_CLIP = 0.89e-3
+EVAL_PER_TRAIN_PAIR = 0.51e-3
 # a trial's start-up and checkpoints: the cached data, the trainer; sweeps reuse a finished trial's
 # worker process, so no new process starts (0.7 s measured; 7.6 s when each trial started one)
 TRIAL_SECONDS = 1.0
 SWEEP_SECONDS = 20.0  # once per sweep: Ray's start, the data, the results files
-CPU_CONTENTION = 1.7  # a step's time when trials share the CPU's cores and memory: 122 ms against 70 alone
+# a step's time when trials share the CPU's cores and memory: 122 ms against 70 alone (an
+# evaluation's: 11.9 s against 6.6)
+CPU_CONTENTION = 1.7
 COMPILE_SPEEDUP = 1.3  # `compile: true` on a CPU (1.32x measured); steps are timed eager
 
 
@@ -38,6 +43,7 @@ class Estimate:
     steps: int  # the first trial's training steps
     evaluations: int  # the first trial's evaluations per member
     members: int  # the first trial's
+    eval_seconds: float  # one evaluation of one of the first trial's members
     trial_seconds: list[float]  # every trial's, in the order Tune starts them
     capacity: int  # trials at once
     total_seconds: float
@@ -52,8 +58,13 @@ def counts(steps_per_epoch: int, epochs: int, eval_every: int) -> tuple[int, int
     return steps_per_epoch * epochs, 1 + ((epochs - 1) // eval_every if eval_every else 0)
 
 
-def trial_seconds(step_seconds: float, steps: int, evaluations: int, members: int) -> float:
-    return TRIAL_SECONDS + steps * step_seconds + evaluations * members * EVAL_SECONDS
+def eval_seconds(cfg) -> float:
+    """One evaluation of one member, 1 thread, alone on this CPU."""
+    return EVAL_BASE_SECONDS + EVAL_PER_PROBE_CLIP * cfg.probe_train_clips + EVAL_PER_TRAIN_PAIR * cfg.n_train_pairs
+
+
+def trial_seconds(step_seconds: float, steps: int, evaluations: int, members: int, eval_s: float) -> float:
+    return TRIAL_SECONDS + steps * step_seconds + evaluations * members * eval_s
 
 
 def finish_seconds(trial_seconds: list[float], capacity: int) -> float:
@@ -67,18 +78,18 @@ def finish_seconds(trial_seconds: list[float], capacity: int) -> float:
     return max(slots)
 
 
-def estimate(step_seconds: float, steps_per_epoch: int, epochs: int, eval_every: int, members: int,
-             n_trials: int, capacity: int) -> Estimate:
-    """A sweep of `n_trials` trials that all cost what one does; `step_seconds` is a step's time
-    as the trials will see it (contention and compiling already applied)."""
+def estimate(step_seconds: float, eval_s: float, steps_per_epoch: int, epochs: int, eval_every: int,
+             members: int, n_trials: int, capacity: int) -> Estimate:
+    """A sweep of `n_trials` trials that all cost what one does; `step_seconds` and `eval_s` as
+    the trials will see them (contention and compiling already applied)."""
     steps, evaluations = counts(steps_per_epoch, epochs, eval_every)
-    return sweep(step_seconds, steps, evaluations, members,
-                 [trial_seconds(step_seconds, steps, evaluations, members)] * n_trials, capacity)
+    return sweep(step_seconds, steps, evaluations, members, eval_s,
+                 [trial_seconds(step_seconds, steps, evaluations, members, eval_s)] * n_trials, capacity)
 
 
-def sweep(step_seconds: float, steps: int, evaluations: int, members: int, seconds: list[float],
-          capacity: int) -> Estimate:
-    return Estimate(step_seconds, steps, evaluations, members, seconds, capacity,
+def sweep(step_seconds: float, steps: int, evaluations: int, members: int, eval_s: float,
+          seconds: list[float], capacity: int) -> Estimate:
+    return Estimate(step_seconds, steps, evaluations, members, eval_s, seconds, capacity,
                     SWEEP_SECONDS + finish_seconds(seconds, capacity))
 
 
@@ -123,11 +134,11 @@ def describe(e: Estimate, where: str, kinds: int = 1, untimed: int = 0) -> str:
     if min(e.trial_seconds) == max(e.trial_seconds):
         return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds[0]:.0f} s per trial: "
                 f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms, timed on {where}, "
-                f"{e.evaluations * e.members} evaluation(s) x ~{EVAL_SECONDS:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
+                f"{e.evaluations * e.members} evaluation(s) x ~{e.eval_seconds:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
     low, high = round(min(e.trial_seconds)), round(max(e.trial_seconds))
     return (f"estimate: ~{minutes} ({len(e.trial_seconds)} trials of ~{low}" + (f"-{high}" if high > low else "")
             + f" s, {e.capacity} at a time: steps of {kinds} kind(s) of trial timed on "
-            f"{where}, evaluations ~{EVAL_SECONDS:.0f} s each, start-up ~{TRIAL_SECONDS:.0f} s"
+            f"{where}, start-up ~{TRIAL_SECONDS:.0f} s"
             + (f"; {untimed} more kind(s) costed as the first" if untimed else "") + ")")
 
 
@@ -160,12 +171,12 @@ def sweep_estimate(trials: list[list], capacity: int, cpus_per_trial: float, gpu
     seconds, first = [], None
     for cfgs in trials:
         c = cfgs[0]
-        step = step_of.get(step_key(cfgs), steps[0])
+        step, eval_s = step_of.get(step_key(cfgs), steps[0]), eval_seconds(c) * shared
         if not on_gpu:
             step *= shared / (COMPILE_SPEEDUP if c.compile else 1.0)
         n_steps, evaluations = counts(c.n_train_pairs // c.batch_size, c.epochs, c.eval_every)
-        seconds.append(trial_seconds(step, n_steps, evaluations, len(cfgs)))
-        first = first or (step, n_steps, evaluations, len(cfgs))
+        seconds.append(trial_seconds(step, n_steps, evaluations, len(cfgs), eval_s))
+        first = first or (step, n_steps, evaluations, len(cfgs), eval_s)
     e = sweep(*first, seconds, capacity)
     where = "this GPU" if on_gpu else f"this CPU, {threads} thread(s)"
     return describe(e, where, len(timed), len(kinds) - len(timed)), seconds

@@ -10,7 +10,7 @@ study recommends), 2 seeds each, under
 
 (1 + 8) recipes × 2 objectives × 2 seeds = 36 trials, compiled as at paper scale.
 `analysis.tables.recipe_gaps` finds the cheapest recipe within 0.03 of the reference. About
-80 min on the 2-core CPU (two trials at a time; a reference trial is ~20 min of it)."""
+90 min on the 2-core CPU by the sweep's estimate (two trials at a time; a reference trial is ~25 min of it)."""
 
 from ray import tune
 

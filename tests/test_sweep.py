@@ -294,13 +294,21 @@ def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
 
 
 def test_the_cost_estimate_counts_rounds_steps_and_evaluations():
-    from marl.cost import EVAL_SECONDS, SWEEP_SECONDS, TRIAL_SECONDS, estimate
+    from marl.cost import SWEEP_SECONDS, TRIAL_SECONDS, estimate
 
-    e = estimate(0.1, steps_per_epoch=16, epochs=15, eval_every=0, members=1, n_trials=30, capacity=2)
+    e = estimate(0.1, 12.0, steps_per_epoch=16, epochs=15, eval_every=0, members=1, n_trials=30, capacity=2)
     assert (e.steps, e.evaluations, e.waves) == (240, 1, 15)
-    assert e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + EVAL_SECONDS))
-    e = estimate(0.1, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
-    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds[0] == pytest.approx(TRIAL_SECONDS + 24 + 12 * EVAL_SECONDS)
+    assert e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + 12.0))
+    e = estimate(0.1, 12.0, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
+    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds[0] == pytest.approx(TRIAL_SECONDS + 24 + 12 * 12.0)
+
+
+def test_an_evaluation_costs_a_fixed_part_plus_its_probe_clips_and_training_pairs(tiny_cfg):
+    from marl.cost import EVAL_BASE_SECONDS, EVAL_PER_PROBE_CLIP, EVAL_PER_TRAIN_PAIR, eval_seconds
+
+    cfg = tiny_cfg.replace(probe_train_clips=1000, n_train_pairs=3000)
+    assert eval_seconds(cfg) == pytest.approx(EVAL_BASE_SECONDS + 1000 * EVAL_PER_PROBE_CLIP + 3000 * EVAL_PER_TRAIN_PAIR)
+    assert eval_seconds(cfg.replace(n_test_pairs=5000, epochs=40)) == eval_seconds(cfg)
 
 
 @pytest.mark.parametrize("seconds, capacity, finish", [
