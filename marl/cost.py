@@ -14,11 +14,11 @@ import torch
 
 # Allowances and factors measured on the 2-core development CPU (docs/performance.md, "Cost model")
 # One member's evaluation, 1 thread, alone: a fixed part (DCI/SAP/explicitness), the probes (per
-# probe training clip) and the encoding and exact-KL diagnostics (per training pair): 6.6 s at
-# the defaults, 3.2 s with 256 probe clips, 12.8 s at 16384 pairs (measured on 2026-12-07)
+# probe training clip) and the encoding and exact-KL diagnostics (per training pair): 6.1 s at
+# the defaults, 2.4 s with 256 probe clips, 10.2 s at 16384 pairs (measured on 2026-12-07)
 EVAL_BASE_SECONDS = 0.9
-EVAL_PER_PROBE_CLIP = 0.89e-3
-EVAL_PER_TRAIN_PAIR = 0.51e-3
+EVAL_PER_PROBE_CLIP = 0.97e-3
+EVAL_PER_TRAIN_PAIR = 0.31e-3
 # a trial's start-up and checkpoints: the cached data, the trainer; sweeps reuse a finished trial's
 # worker process, so no new process starts (0.7 s measured; 7.6 s when each trial started one)
 TRIAL_SECONDS = 1.0
