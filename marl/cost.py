@@ -1,11 +1,13 @@
 """What a grid sweep will cost, printed before it starts: a few training steps of each kind of
 trial are timed here, on this machine and device, and counted over every trial's own steps;
-evaluations and a trial's start-up add fixed allowances measured on the 2-core development CPU
-(docs/performance.md, "Cost model"); the trials start in order, each when a slot frees.
+its evaluations (a linear model of their size) and start-up add allowances measured on the
+2-core development CPU (docs/performance.md, "Cost model"); the trials start in order, each
+when a slot frees.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass
@@ -24,73 +26,72 @@ EVAL_PER_TRAIN_PAIR = 0.31e-3
 TRIAL_SECONDS = 1.0
 SWEEP_SECONDS = 20.0  # once per sweep: Ray's start, the data, the results files
 # a step's time when trials share the CPU's cores and memory: 122 ms against 70 alone (an
-# evaluation's: 11.9 s against 6.6)
+# evaluation's: 11.9 s against 6.6, 1.8x, measured before the exact-KL blocks were resized)
 CPU_CONTENTION = 1.7
 COMPILE_SPEEDUP = 1.3  # `compile: true` on a CPU (1.32x measured); steps are timed eager
 
 
 # Config fields that set only how many steps and evaluations a trial runs, or nothing a step
 # costs: trials that differ in these alone share one timed step
+# (infonce and orthogonal are computed whatever their weights; swap is skipped at weight 0)
 NOT_IN_A_STEP = {"n_train_pairs", "n_val_pairs", "n_test_pairs", "epochs", "eval_every", "seed", "data_seed",
-                 "lr", "schedule", "warmup", "alpha", "beta", "gamma", "probe_train_clips", "probe_input",
-                 "umap", "compile", "threads", "device"}
+                 "lr", "schedule", "warmup", "alpha", "beta", "gamma", "infonce", "orthogonal", "temperature",
+                 "likelihood", "logvar_min", "probe_train_clips", "probe_input", "umap", "compile", "threads",
+                 "device"}
 MAX_TIMED = 4  # distinct steps timed before a sweep (~1 s each); trials beyond are costed as the first
 
 
 @dataclass
+class TrialCost:
+    step_seconds: float  # one training step (all the trial's members), as the trial will see it
+    steps: int
+    evaluations: int  # per member
+    members: int
+    eval_seconds: float  # one member's evaluation, as the trial will see it
+
+    @property
+    def seconds(self) -> float:
+        return TRIAL_SECONDS + self.steps * self.step_seconds + self.evaluations * self.members * self.eval_seconds
+
+
+@dataclass
 class Estimate:
-    step_seconds: float  # one training step of the first trial (all its members), measured
-    steps: int  # the first trial's training steps
-    evaluations: int  # the first trial's evaluations per member
-    members: int  # the first trial's
-    eval_seconds: float  # one evaluation of one of the first trial's members
-    trial_seconds: list[float]  # every trial's, in the order Tune starts them
+    trials: list[TrialCost]  # in the order Tune starts them
     capacity: int  # trials at once
-    total_seconds: float
+
+    @property
+    def trial_seconds(self) -> list[float]:
+        return [t.seconds for t in self.trials]
 
     @property
     def waves(self) -> int:
-        return math.ceil(len(self.trial_seconds) / max(1, self.capacity))
+        return math.ceil(len(self.trials) / max(1, self.capacity))
 
-
-def counts(steps_per_epoch: int, epochs: int, eval_every: int) -> tuple[int, int]:
-    """A trial's training steps and its evaluations per member (every `eval_every` epochs and at the end)."""
-    return steps_per_epoch * epochs, 1 + ((epochs - 1) // eval_every if eval_every else 0)
+    @property
+    def total_seconds(self) -> float:
+        return SWEEP_SECONDS + finish_seconds(self.trial_seconds, self.capacity)
 
 
 def eval_seconds(cfg) -> float:
-    """One evaluation of one member, 1 thread, alone on this CPU."""
+    """One evaluation of one member, 1 thread, alone on this CPU (UMAP not counted)."""
     return EVAL_BASE_SECONDS + EVAL_PER_PROBE_CLIP * cfg.probe_train_clips + EVAL_PER_TRAIN_PAIR * cfg.n_train_pairs
 
 
-def trial_seconds(step_seconds: float, steps: int, evaluations: int, members: int, eval_s: float) -> float:
-    return TRIAL_SECONDS + steps * step_seconds + evaluations * members * eval_s
+def trial_cost(cfgs: list, step_seconds: float, eval_factor: float = 1.0) -> TrialCost:
+    """A trial of members `cfgs` at `step_seconds` per step; its evaluations' eval_seconds x `eval_factor`."""
+    c = cfgs[0]
+    evaluations = 1 + ((c.epochs - 1) // c.eval_every if c.eval_every else 0)  # every eval_every epochs, and the last
+    return TrialCost(step_seconds, c.n_train_pairs // c.batch_size * c.epochs, evaluations, len(cfgs),
+                     eval_seconds(c) * eval_factor)
 
 
-def finish_seconds(trial_seconds: list[float], capacity: int) -> float:
-    """When the last of `trial_seconds` ends if they start in order, each as soon as one of
-    `capacity` slots is free (how Tune runs a grid)."""
-    import heapq
-
-    slots = [0.0] * max(1, min(capacity, len(trial_seconds)))
-    for seconds in trial_seconds:
-        heapq.heapreplace(slots, slots[0] + seconds)
+def finish_seconds(seconds: list[float], capacity: int) -> float:
+    """When the last of trials taking `seconds` ends if they start in order, each as soon as
+    one of `capacity` slots is free (how Tune runs a grid)."""
+    slots = [0.0] * max(1, min(capacity, len(seconds)))
+    for s in seconds:
+        heapq.heapreplace(slots, slots[0] + s)
     return max(slots)
-
-
-def estimate(step_seconds: float, eval_s: float, steps_per_epoch: int, epochs: int, eval_every: int,
-             members: int, n_trials: int, capacity: int) -> Estimate:
-    """A sweep of `n_trials` trials that all cost what one does; `step_seconds` and `eval_s` as
-    the trials will see them (contention and compiling already applied)."""
-    steps, evaluations = counts(steps_per_epoch, epochs, eval_every)
-    return sweep(step_seconds, steps, evaluations, members, eval_s,
-                 [trial_seconds(step_seconds, steps, evaluations, members, eval_s)] * n_trials, capacity)
-
-
-def sweep(step_seconds: float, steps: int, evaluations: int, members: int, eval_s: float,
-          seconds: list[float], capacity: int) -> Estimate:
-    return Estimate(step_seconds, steps, evaluations, members, eval_s, seconds, capacity,
-                    SWEEP_SECONDS + finish_seconds(seconds, capacity))
 
 
 def step_key(cfgs: list) -> tuple:
@@ -131,12 +132,14 @@ def time_step(cfgs: list, data, device: torch.device, threads: int, repeats: int
 
 def describe(e: Estimate, where: str, kinds: int = 1, untimed: int = 0) -> str:
     minutes = f"{e.total_seconds / 60:.1f} min" if e.total_seconds >= 90 else f"{e.total_seconds:.0f} s"
-    if min(e.trial_seconds) == max(e.trial_seconds):
-        return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{e.trial_seconds[0]:.0f} s per trial: "
-                f"{e.steps} steps x {e.step_seconds * 1000:.0f} ms, timed on {where}, "
-                f"{e.evaluations * e.members} evaluation(s) x ~{e.eval_seconds:.0f} s, start-up ~{TRIAL_SECONDS:.0f} s)")
-    low, high = round(min(e.trial_seconds)), round(max(e.trial_seconds))
-    return (f"estimate: ~{minutes} ({len(e.trial_seconds)} trials of ~{low}" + (f"-{high}" if high > low else "")
+    first, seconds = e.trials[0], e.trial_seconds
+    if min(seconds) == max(seconds):
+        return (f"estimate: ~{minutes} ({e.waves} round(s) of ~{seconds[0]:.0f} s per trial: "
+                f"{first.steps} steps x {first.step_seconds * 1000:.0f} ms, timed on {where}, "
+                f"{first.evaluations * first.members} evaluation(s) x ~{first.eval_seconds:.0f} s, "
+                f"start-up ~{TRIAL_SECONDS:.0f} s)")
+    low, high = round(min(seconds)), round(max(seconds))
+    return (f"estimate: ~{minutes} ({len(seconds)} trials of ~{low}" + (f"-{high}" if high > low else "")
             + f" s, {e.capacity} at a time: steps of {kinds} kind(s) of trial timed on "
             f"{where}, start-up ~{TRIAL_SECONDS:.0f} s"
             + (f"; {untimed} more kind(s) costed as the first" if untimed else "") + ")")
@@ -168,18 +171,15 @@ def sweep_estimate(trials: list[list], capacity: int, cpus_per_trial: float, gpu
         return f"estimate: not available ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})", []
     step_of = dict(zip(timed, steps))
     shared = CPU_CONTENTION if not on_gpu and min(capacity, len(trials)) > 1 else 1.0
-    seconds, first = [], None
+    costs = []
     for cfgs in trials:
-        c = cfgs[0]
-        step, eval_s = step_of.get(step_key(cfgs), steps[0]), eval_seconds(c) * shared
+        step = step_of.get(step_key(cfgs), steps[0])
         if not on_gpu:
-            step *= shared / (COMPILE_SPEEDUP if c.compile else 1.0)
-        n_steps, evaluations = counts(c.n_train_pairs // c.batch_size, c.epochs, c.eval_every)
-        seconds.append(trial_seconds(step, n_steps, evaluations, len(cfgs), eval_s))
-        first = first or (step, n_steps, evaluations, len(cfgs), eval_s)
-    e = sweep(*first, seconds, capacity)
+            step *= shared / (COMPILE_SPEEDUP if cfgs[0].compile else 1.0)
+        costs.append(trial_cost(cfgs, step, shared))
+    e = Estimate(costs, capacity)
     where = "this GPU" if on_gpu else f"this CPU, {threads} thread(s)"
-    return describe(e, where, len(timed), len(kinds) - len(timed)), seconds
+    return describe(e, where, len(timed), len(kinds) - len(timed)), e.trial_seconds
 
 
 def _time_steps(kinds: list[list], device: str, threads: int) -> list[float]:

@@ -43,6 +43,14 @@ def trial_key(axis_value) -> str:
     return json.dumps(axis_value, sort_keys=True, default=str)
 
 
+def expected_seconds(param_space: dict, seconds: list[float]) -> dict[str, float]:
+    """trial_key -> estimated seconds of each trial of a grid (marl.plan.grid_param_space), its
+    trials' `seconds` in the same order; {} for a single trial."""
+    axis = param_space.get("trial")
+    values = axis.get("grid_search", []) if isinstance(axis, dict) else []
+    return {trial_key(value): s for value, s in zip(values, seconds)}
+
+
 def describe(config: dict) -> str:
     """What sets a trial apart: the grid axis `trial` (marl.plan.grid_param_space), or the
     number of configurations a packed trial trains."""
@@ -66,9 +74,11 @@ class ProgressLines(Callback):
     """Prints one line per trial start, end and error, with the sweep's counts, its ETA and
     the best validation separation reported so far."""
 
-    def __init__(self, total: int, expected: dict[str, float] | None = None):
+    def __init__(self, total: int, expected: dict[str, float] | None = None, work: float = 0.0):
         self.total = total  # Tune pickles its callbacks with the sweep (tuner.pkl): no stream here
-        self.expected = expected or {}  # trial_key -> estimated seconds (marl.cost), to weigh the ETA
+        # to weigh the ETA: trial_key -> estimated seconds (marl.cost), and all trials' seconds
+        # (repeated trials share a key)
+        self.expected, self.work = expected or {}, work
         self.best = float("nan")
         self.started = time.monotonic()
         self.trial_started: dict[str, float] = {}
@@ -85,8 +95,8 @@ class ProgressLines(Callback):
         best = "-" if math.isnan(self.best) else f"{self.best:.3f}"
         what = describe(trial.config)
         work = [self.expected.get(trial_key(t.config.get("trial"))) for t in trials if t.trial_id in finished]
-        if self.expected and None not in work:  # trials of different sizes: weigh each by its estimate
-            left = eta(time.monotonic() - self.started, sum(work), sum(self.expected.values()))
+        if self.expected and self.work and None not in work:  # weigh each trial by its estimate
+            left = eta(time.monotonic() - self.started, sum(work), self.work)
         else:
             left = eta(time.monotonic() - self.started, done, self.total)
         print(f"[{done}/{self.total} done, {running} running, ETA {left}, "

@@ -231,21 +231,18 @@ def run(args: SweepArgs) -> pd.DataFrame:
     gpus = args.gpus_per_trial
     if gpus == AUTO:
         gpus = gpu_share(cluster_gpus, cluster_cpus, n_trials, args.cpus_per_trial) if cluster_gpus else 0.0
-    capacity = trials_at_once(cluster_cpus, args.cpus_per_trial)
+    capacity = min(trials_at_once(cluster_cpus, args.cpus_per_trial), args.max_concurrent or math.inf)
     if gpus:
         capacity = max(1, min(capacity, int(round(cluster_gpus / gpus, 6))))
     print(f"{n_trials} trial(s), {args.cpus_per_trial:g} CPU and {gpus:g} GPU each"
           + (f", up to {pack} configurations packed per trial" if trials is not None and pack > 1 else "")
           + f" (cluster: {cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs)")
-    expected = {}  # trial_key -> estimated seconds, for the ETA of trials that differ in size
+    seconds = []  # each trial's estimate, for the console's ETA
     if trials is not None and not args.address and not args.resume:  # trials run here: time them here
         from marl.cost import sweep_estimate
-        from marl.progress import trial_key
 
         line, seconds = sweep_estimate([trial_configs(t) for t in trials], capacity, args.cpus_per_trial, gpus)
         print(line)
-        axis = param_space.get("trial", {}).get("grid_search", []) if len(trials) > 1 else []
-        expected = {trial_key(value): s for value, s in zip(axis, seconds)}
     trainable = tune.with_resources(
         tune.with_parameters(marl_trainable, checkpoint_every=args.checkpoint_every, verbose=args.verbose),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
@@ -272,7 +269,7 @@ def run(args: SweepArgs) -> pd.DataFrame:
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints),
-                callbacks=callbacks(args, n_trials, exp_dir, expected), verbose=1 if args.verbose else 0))
+                callbacks=callbacks(args, n_trials, exp_dir, seconds, param_space), verbose=1 if args.verbose else 0))
     grid = tuner.fit()
     df, epochs = results_frames(grid)
     write_parquet(df, f"{exp_dir}/{RESULTS_FILE}")

@@ -15,12 +15,13 @@ def mlflow_uri(args, exp_dir: str) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def callbacks(args, n_trials: int, exp_dir: str, expected: dict[str, float] | None = None) -> list:
-    """The console's one line per trial event (Ray's own with --verbose; `expected`: each
-    trial's estimated seconds, by progress.trial_key), and MLflow runs."""
-    from marl.progress import ProgressLines
+def callbacks(args, n_trials: int, exp_dir: str, seconds: list[float] | None = None, param_space=None) -> list:
+    """The console's one line per trial event (Ray's own with --verbose; its ETA weighs each
+    trial of the grid `param_space` by its estimated `seconds`), and MLflow runs."""
+    from marl.progress import ProgressLines, expected_seconds
 
-    out = [] if args.verbose else [ProgressLines(n_trials, expected)]
+    weights = expected_seconds(param_space, seconds) if seconds and param_space else {}
+    out = [] if args.verbose else [ProgressLines(n_trials, weights, sum(seconds or []))]
     if args.log == "mlflow":
         from marl.tracking import MlflowRuns
 

@@ -293,22 +293,38 @@ def test_optuna_runs_as_many_trials_at_once_as_the_cluster_holds():
     assert tune_config(space, args, capacity=7).search_alg.max_concurrent == 3
 
 
-def test_the_cost_estimate_counts_rounds_steps_and_evaluations():
-    from marl.cost import SWEEP_SECONDS, TRIAL_SECONDS, estimate
+def test_the_cost_estimate_counts_rounds_steps_and_evaluations(tiny_cfg):
+    from marl.cost import SWEEP_SECONDS, TRIAL_SECONDS, Estimate, eval_seconds, trial_cost
 
-    e = estimate(0.1, 12.0, steps_per_epoch=16, epochs=15, eval_every=0, members=1, n_trials=30, capacity=2)
-    assert (e.steps, e.evaluations, e.waves) == (240, 1, 15)
-    assert e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + 12.0))
-    e = estimate(0.1, 12.0, 16, 15, eval_every=5, members=4, n_trials=3, capacity=2)  # at 5, 10 and 15
-    assert (e.evaluations, e.waves) == (3, 2) and e.trial_seconds[0] == pytest.approx(TRIAL_SECONDS + 24 + 12 * 12.0)
+    cfg = tiny_cfg.replace(n_train_pairs=4096, batch_size=256, epochs=15, eval_every=0)
+    t = trial_cost([cfg], 0.1)
+    assert (t.steps, t.evaluations, t.members) == (240, 1, 1) and t.eval_seconds == eval_seconds(cfg)
+    e = Estimate([t] * 30, capacity=2)
+    assert e.waves == 15 and e.total_seconds == pytest.approx(SWEEP_SECONDS + 15 * (TRIAL_SECONDS + 24.0 + eval_seconds(cfg)))
+    t = trial_cost([cfg.replace(eval_every=5)] * 4, 0.1, eval_factor=2.0)  # at 5, 10 and 15, 4 members
+    assert t.evaluations == 3 and t.seconds == pytest.approx(TRIAL_SECONDS + 24 + 12 * 2 * eval_seconds(cfg))
+    assert Estimate([t] * 3, capacity=2).waves == 2
 
 
-def test_an_evaluation_costs_a_fixed_part_plus_its_probe_clips_and_training_pairs(tiny_cfg):
-    from marl.cost import EVAL_BASE_SECONDS, EVAL_PER_PROBE_CLIP, EVAL_PER_TRAIN_PAIR, eval_seconds
+def test_the_sweeps_estimate_costs_each_trial_at_its_own_size_and_kind(tiny_cfg, monkeypatch):
+    from marl import cost
 
-    cfg = tiny_cfg.replace(probe_train_clips=1000, n_train_pairs=3000)
-    assert eval_seconds(cfg) == pytest.approx(EVAL_BASE_SECONDS + 1000 * EVAL_PER_PROBE_CLIP + 3000 * EVAL_PER_TRAIN_PAIR)
-    assert eval_seconds(cfg.replace(n_test_pairs=5000, epochs=40)) == eval_seconds(cfg)
+    timed = []
+    monkeypatch.setattr(cost, "_time_steps", lambda kinds, device, threads: timed.extend(kinds) or
+                        [0.01 * c[0].batch_size / 64 for c in kinds])  # a step at 10 ms per 64 clips
+    small, big = tiny_cfg, tiny_cfg.replace(batch_size=128)
+    trials = [[small], [small.replace(gamma=0.5, epochs=6)], [big], [small.replace(compile=True)]]
+    line, seconds = cost.sweep_estimate(trials, capacity=2, cpus_per_trial=1, gpus=0)
+    assert [c[0].batch_size for c in timed] == [64, 128]  # one timing per kind, compile off
+    assert not any(c[0].compile for c in timed)
+    share = cost.CPU_CONTENTION
+    for cfgs, got, step in zip(trials, seconds, [0.01, 0.01, 0.02, 0.01 / cost.COMPILE_SPEEDUP]):
+        assert got == pytest.approx(cost.trial_cost(cfgs, step * share, share).seconds)
+    assert seconds[1] > seconds[0]  # 6 epochs against 2
+    assert "4 trials of ~" in line and "2 kind(s)" in line
+    line, (alone,) = cost.sweep_estimate(trials[:1], capacity=2, cpus_per_trial=1, gpus=0)
+    assert alone == pytest.approx(cost.trial_cost(trials[0], 0.01).seconds)  # nothing shares the cores
+    assert "1 round(s) of" in line
 
 
 @pytest.mark.parametrize("seconds, capacity, finish", [
@@ -345,13 +361,25 @@ def test_the_progress_eta_weighs_finished_trials_by_their_estimated_cost(monkeyp
               SimpleNamespace(trial_id="b", status="RUNNING", config={"trial": long_})]
     now = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
-    for expected, eta in [({progress.trial_key(short): 10.0, progress.trial_key(long_): 30.0}, "30s"),
-                          ({}, "10s")]:  # no estimate: every trial counts as one
+    weights = {progress.trial_key(short): 10.0, progress.trial_key(long_): 30.0}
+    for expected, work, eta in [(weights, 40.0, "30s"),
+                                (weights, 50.0, "40s"),  # a repeat of the short trial is still to come
+                                ({}, 0.0, "10s")]:  # no estimate: every trial counts as one
         now[0] = 100.0
-        lines = progress.ProgressLines(2, expected)
-        now[0] = 110.0  # the short trial ends after 10 s: a quarter of the estimated work
+        lines = progress.ProgressLines(2, expected, work)
+        now[0] = 110.0  # the short trial ends after 10 s
         lines.on_trial_complete(1, trials, trials[0])
         assert f"[1/2 done, 1 running, ETA {eta}," in capsys.readouterr().out
+
+
+def test_every_trial_tune_runs_finds_its_estimate_repeats_included():
+    from marl.plan import expand_grid, grid_param_space
+    from marl.progress import expected_seconds, trial_key
+
+    trials = [{"epochs": 2, "gamma": g, "seed": 0} for g in (0.0, 0.5)] * 2  # --num-samples 2
+    weights = expected_seconds(grid_param_space(trials), [1.0, 2.0, 1.0, 2.0])
+    assert [weights[trial_key(c["trial"])] for c in expand_grid(grid_param_space(trials))] == [1.0, 2.0, 1.0, 2.0]
+    assert expected_seconds(grid_param_space(trials[:1]), [1.0]) == {}  # one trial: no axis
 
 
 def test_gpu_share_splits_the_gpus_over_the_trials_that_run_at_once():
