@@ -154,9 +154,10 @@ def sweep_estimate(trials: list[list], capacity: int, cpus_per_trial: float, gpu
     in a child process, so that the driver holds no CUDA memory while trials run."""
     on_gpu = bool(gpus) and torch.cuda.is_available()
     threads = trials[0][0].threads or max(1, int(cpus_per_trial))
+    keys = [step_key(cfgs) for cfgs in trials]
     kinds: dict[tuple, list] = {}
-    for cfgs in trials:
-        kinds.setdefault(step_key(cfgs), [c.replace(compile=False) for c in cfgs])
+    for key, cfgs in zip(keys, trials):
+        kinds.setdefault(key, [c.replace(compile=False) for c in cfgs])
     timed = dict(list(kinds.items())[:MAX_TIMED])
     try:
         if on_gpu:
@@ -172,8 +173,8 @@ def sweep_estimate(trials: list[list], capacity: int, cpus_per_trial: float, gpu
     step_of = dict(zip(timed, steps))
     shared = CPU_CONTENTION if not on_gpu and min(capacity, len(trials)) > 1 else 1.0
     costs = []
-    for cfgs in trials:
-        step = step_of.get(step_key(cfgs), steps[0])
+    for key, cfgs in zip(keys, trials):
+        step = step_of.get(key, steps[0])
         if not on_gpu:
             step *= shared / (COMPILE_SPEEDUP if cfgs[0].compile else 1.0)
         costs.append(trial_cost(cfgs, step, shared))
