@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from marl.storage import PARTIAL
-from tests.conftest import TINY, run_module
+from tests.conftest import TINY, in_process, run_module
 
 
 def write_space(path: Path, space: str, epochs: int, n: int) -> Path:
@@ -32,9 +32,7 @@ def test_a_diverging_trial_stops_early_and_the_sweep_goes_on(tmp_path):
     assert df.loc[1e-3, "status"] == "ok"
     assert df.loc[1e6, "status"] == "diverged" and df.loc[1e6, "diverged_epoch"] == 1
     assert pd.isna(df.loc[1e6, "probe/test/mlp/shared/timbre"])  # never evaluated
-    report = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "r" / "div"),
-                             "--out", str(tmp_path / "rep"), "--no-umap"],
-                            capture_output=True, text=True, timeout=120)
+    report = in_process("analysis.report", tmp_path / "r" / "div", "--out", tmp_path / "rep", "--no-umap")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "1 diverged" in (tmp_path / "rep" / "report.md").read_text()
 
@@ -48,26 +46,85 @@ def writing_tune_state(exp: Path) -> bool:
         return False
 
 
-@pytest.mark.timeout(400)
-def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
-    space = write_space(tmp_path / "kill.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5, 1.0])}', 20, 4)
-    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2", "--checkpoint-every", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    exp = tmp_path / "r" / "kill"
-    deadline = time.time() + 180
-    while time.time() < deadline and not list(exp.glob("*/checkpoint_*")):
-        time.sleep(0.2)  # kill once some trial has checkpointed, well before the end
-    assert list(exp.glob("*/checkpoint_*")), "no checkpoint appeared"
-    # ... at the hardest instant: while Tune copies its experiment state into the folder. A
-    # kill there used to leave half a file, which Tune could not restore: it then started an
-    # empty experiment and the rows lost their config (docs/reliability.md).
-    while time.time() < deadline and not writing_tune_state(exp):
-        time.sleep(0.0005)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-    driver.wait(30)
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory):
+    """One sweep, 4 trials at 1 CPU each, shared by the three tests below: while it runs, a
+    second driver for it is started (with --overwrite, then --resume); once a trial has
+    checkpointed and its report reached the folder, the driver is SIGKILLed while Tune copies its experiment state into the folder;
+    then it is resumed with 2 CPUs per trial. Returns the sweep's folder, the second drivers'
+    outcomes and the resume's."""
+    root = tmp_path_factory.mktemp("killed")
+    env = {**os.environ, "MARL_CACHE": str(root / "cache")}
+    space = write_space(root / "kill.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5, 1.0])}', 20, 4)
+    args = ["--space", str(space), "--storage", str(root / "r"), "--num-cpus", "2", "--checkpoint-every", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--cpus-per-trial", "1"], cwd=root,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = root / "r" / "kill"
+
+    def reported() -> dict[str, int]:  # trial -> its newest epoch whose report reached the folder
+        last = {trial.name: epochs_so_far(trial) for trial in exp.glob("trial_*")}
+        return {name: epoch for name, epoch in last.items() if epoch}
+
+    seconds = {}
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(exp.glob("trial_*")):
+            time.sleep(0.2)
+        assert list(exp.glob("trial_*")), "the sweep never started a trial"
+        second = {}
+        for extra in ("--overwrite", "--resume"):
+            t0 = time.time()
+            second[extra] = sweep(*args, extra, cwd=root, env=env, timeout=60)
+            seconds[extra] = time.time() - t0
+        running = driver.poll() is None
+        while time.time() < deadline and not (list(exp.glob("*/checkpoint_*")) and reported()):
+            time.sleep(0.2)  # kill once some trial has checkpointed and reported, well before the end
+        assert list(exp.glob("*/checkpoint_*")) and reported(), "no checkpoint or report appeared"
+        # ... at the hardest instant: while Tune copies its experiment state into the folder. A
+        # kill there used to leave half a file, which Tune could not restore: it then started an
+        # empty experiment and the rows lost their config (docs/reliability.md).
+        while time.time() < deadline and not writing_tune_state(exp):
+            time.sleep(0.0005)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait(30)
+    started = reported()  # these trained at 1 CPU before the kill
+    assert started and max(started.values()) < 20, f"the kill did not land mid-trial: {started}"
     assert not (exp / "results.parquet").exists()
-    proc = sweep(*args, "--resume", cwd=tmp_path, timeout=300)
+    resumed = sweep(*args, "--cpus-per-trial", "2", "--resume", cwd=root, env=env, timeout=300)
+    return exp, (second, seconds, running), started, resumed
+
+
+def reported_epochs(trial: Path) -> list[int]:
+    import json
+
+    return [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
+
+
+def epochs_so_far(trial: Path) -> int:
+    """The newest epoch in a running trial's result.json, 0 if none (the file may be absent, or
+    its last line being written)."""
+    import re
+
+    try:
+        return max(map(int, re.findall(r'"epoch": (\d+)', (trial / "result.json").read_text())), default=0)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.timeout(400)
+def test_a_second_driver_for_a_running_sweep_refuses_at_once(killed_sweep):
+    _, (second, seconds, running), _, _ = killed_sweep
+    for extra, proc in second.items():
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "running" in lines[0], (extra, proc.stderr[-2000:])
+        assert seconds[extra] < 30  # at once, not after Ray starts
+    assert running  # the running sweep is untouched
+
+
+@pytest.mark.timeout(400)
+def test_sigkill_of_the_driver_then_resume_gives_every_row_once(killed_sweep):
+    exp, _, _, proc = killed_sweep
     assert proc.returncode == 0, proc.stderr[-2000:]
     df = pd.read_parquet(exp / "results.parquet")
     assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5, 1.0]  # exactly one row per trial
@@ -75,39 +132,68 @@ def test_sigkill_of_the_driver_then_resume_gives_every_row_once(tmp_path):
     assert df["epoch"].eq(20).all()
     assert df["restarts"].eq(0).all(), proc.stderr[-3000:]  # from Tune's checkpoint, or a newer one
     for trial in exp.glob("trial_*"):  # continuity: at most one epoch is reported twice
-        import json
-
-        epochs = [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
+        epochs = reported_epochs(trial)
         assert epochs[-1] == 20 and len(epochs) - len(set(epochs)) <= 1, (trial.name, epochs)
         # (a report the killed driver never logged is reported again when its checkpoint is the
         # newest; an earlier one can be missing, its epoch not retrained)
     assert not list(exp.glob("*.tmp*")) and not list(exp.rglob(f"*{PARTIAL}*"))
 
 
-@pytest.mark.timeout(300)
-def test_a_kill_before_the_first_save_of_tune_state_is_refused_on_resume_then_overwrite_finishes(tmp_path):
-    """The earliest instant: Tune has written tuner.pkl (so Tune.can_restore says yes) and not
-    yet its first experiment state. A resume must not start an empty sweep: it refuses in one
-    line, and --overwrite runs the whole sweep."""
-    space = write_space(tmp_path / "early.py", '{"gamma": tune.grid_search([0.0, 0.5])}', 2, 2)
-    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
-    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    exp = tmp_path / "r" / "early"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (exp / "tuner.pkl").exists():
-        time.sleep(0.0005)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait(30)
-    assert (exp / "tuner.pkl").exists() and not list(exp.glob("experiment_state-*.json")), "not the first save"
-    proc = sweep(*args, "--resume", cwd=tmp_path, timeout=120)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
-    assert not (exp / "results.parquet").exists()
-    proc = sweep(*args, "--overwrite", cwd=tmp_path, timeout=240)
+@pytest.mark.timeout(400)
+def test_resume_trains_with_the_resumed_commands_resources(killed_sweep):
+    import json
+
+    exp, _, started, proc = killed_sweep
     assert proc.returncode == 0, proc.stderr[-2000:]
+    for trial in exp.glob("trial_*"):
+        reports = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        if trial.name in started:  # trained at 1 CPU before the kill
+            assert (reports[0]["cpus"], reports[0]["threads"]) == (1, 1), trial.name
+        assert (reports[-1]["cpus"], reports[-1]["threads"]) == (2, 2), trial.name  # granted by the new flag, and used
     df = pd.read_parquet(exp / "results.parquet")
-    assert sorted(df["config/gamma"]) == [0.0, 0.5] and df["epoch"].eq(2).all()
+    assert df["cpus"].eq(2).all() and df["epoch"].eq(20).all() and df["restarts"].eq(0).all()
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_at_three_moments_then_finishing_gives_the_same_rows(tmp_path):
+    """Kill the driver at Tune's first save (tuner.pkl written, no experiment state yet), mid-trial
+    and near the end; then do what the docs say: --resume if the sweep saved state, else start it
+    with --overwrite. After the first, a resume must not start an empty sweep: it refuses in one
+    line, and --overwrite runs the whole sweep."""
+    from ray import tune
+
+    space = write_space(tmp_path / "rnd.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5])}', 12, 3)
+    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
+    exp = tmp_path / "r" / "rnd"
+    for moment in ("first save", 12.0, 20.0):
+        driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--overwrite"], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if moment == "first save":
+            deadline = time.time() + 120
+            while time.time() < deadline and not (exp / "tuner.pkl").exists():
+                time.sleep(0.0005)
+        else:
+            time.sleep(moment)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+        if moment == "first save":
+            assert (exp / "tuner.pkl").exists() and not list(exp.glob("experiment_state-*.json")), "not the first save"
+            assert tune.Tuner.can_restore(str(exp))  # Tune would resume it, into an empty sweep
+            proc = sweep(*args, "--resume", cwd=tmp_path, timeout=120)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
+            assert not (exp / "results.parquet").exists()
+        finish = "--resume" if tune.Tuner.can_restore(str(exp)) and moment != "first save" else "--overwrite"
+        proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
+        if finish == "--resume" and proc.returncode == 2 and "--overwrite" in proc.stderr:
+            # killed after tuner.pkl, before Tune's first experiment state: nothing to resume
+            finish = "--overwrite"
+            proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, (moment, finish, proc.stderr[-2000:])
+        df = pd.read_parquet(exp / "results.parquet")
+        assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5], moment
+        assert set(df["status"]) == {"ok"} and df["epoch"].eq(12).all(), moment
+        assert not list(exp.glob("*.tmp*"))
 
 
 @pytest.mark.timeout(200)
@@ -298,36 +384,6 @@ def test_losing_a_worker_node_costs_only_a_retry(tmp_path):
         cluster.shutdown()
 
 
-@pytest.mark.timeout(600)
-def test_sigkill_at_random_moments_then_finishing_gives_the_same_rows(tmp_path):
-    """Kill the driver at seeded-random moments (start-up, mid-trial, near the end); then do
-    what the docs say: --resume if the sweep saved state, else start it with --overwrite."""
-    import random
-
-    from ray import tune
-
-    space = write_space(tmp_path / "rnd.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5])}', 12, 3)
-    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
-    exp = tmp_path / "r" / "rnd"
-    for delay in random.Random(0).sample([1.0, 4.0, 8.0, 12.0, 16.0, 20.0], 3):
-        driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--overwrite"], cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(30)
-        finish = "--resume" if tune.Tuner.can_restore(str(exp)) else "--overwrite"
-        proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
-        if finish == "--resume" and proc.returncode == 2 and "--overwrite" in proc.stderr:
-            # killed after tuner.pkl, before Tune's first experiment state: nothing to resume
-            finish = "--overwrite"
-            proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
-        assert proc.returncode == 0, (delay, finish, proc.stderr[-2000:])
-        df = pd.read_parquet(exp / "results.parquet")
-        assert sorted(df["config/gamma"]) == [0.0, 0.1, 0.5], delay
-        assert set(df["status"]) == {"ok"} and df["epoch"].eq(12).all(), delay
-        assert not list(exp.glob("*.tmp*"))
-
-
 def test_resume_takes_the_newest_checkpoint_that_loads_and_counts_only_lost_recorded_work(tmp_path, capfd):
     import pyarrow.fs
     import torch
@@ -368,30 +424,6 @@ def test_resume_takes_the_newest_checkpoint_that_loads_and_counts_only_lost_reco
     assert restore_state(tune.Checkpoint.from_directory(str(empty)), "cpu", (local, str(empty.parent))) == (None, "none", None)
 
 
-@pytest.mark.timeout(200)
-def test_a_second_driver_for_a_running_sweep_refuses_at_once(tmp_path):
-    space = write_space(tmp_path / "busy.py", '{"gamma": tune.grid_search([0.0])}', 400, 1)
-    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
-    first = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    exp = tmp_path / "r" / "busy"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(exp.glob("trial_*")):
-            time.sleep(0.2)
-        assert list(exp.glob("trial_*")), "the first sweep never started a trial"
-        for extra in (["--overwrite"], ["--resume"]):
-            started = time.time()
-            proc = sweep(*args, *extra, cwd=tmp_path, timeout=60)
-            lines = proc.stderr.strip().splitlines()
-            assert proc.returncode == 2 and len(lines) == 1 and "running" in lines[0], proc.stderr[-2000:]
-            assert time.time() - started < 30  # at once, not after Ray starts
-        assert first.poll() is None and list(exp.glob("trial_*"))  # the running sweep is untouched
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-
-
 def test_a_full_disk_while_writing_results_says_so_and_keeps_the_previous_file(tmp_path, monkeypatch):
     import errno
 
@@ -411,33 +443,6 @@ def test_a_full_disk_while_writing_results_says_so_and_keeps_the_previous_file(t
     monkeypatch.undo()
     assert pd.read_parquet(target)["a"].tolist() == [1, 2]  # the earlier results, intact
     assert not list(tmp_path.glob(".*tmp*"))
-
-
-@pytest.mark.timeout(450)
-def test_resume_trains_with_the_resumed_commands_resources(tmp_path):
-    import json
-
-    space = write_space(tmp_path / "res.py", '{"gamma": tune.grid_search([0.0])}', 40, 1)
-    args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2", "--checkpoint-every", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--cpus-per-trial", "1"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    exp = tmp_path / "r" / "res"
-    def epochs_done():
-        return max((len(f.read_text().splitlines()) for f in exp.glob("*/result.json")), default=0)
-
-    deadline = time.time() + 180
-    while time.time() < deadline and not 3 <= epochs_done():
-        time.sleep(0.2)
-    assert 3 <= epochs_done() < 40, "the kill did not land mid-trial"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait(30)
-    proc = sweep(*args, "--cpus-per-trial", "2", "--resume", cwd=tmp_path, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    reports = [json.loads(line) for trial in exp.glob("trial_*") for line in (trial / "result.json").read_text().splitlines()]
-    assert (reports[0]["cpus"], reports[0]["threads"]) == (1, 1)
-    assert (reports[-1]["cpus"], reports[-1]["threads"]) == (2, 2)  # granted by the new flag, and used
-    df = pd.read_parquet(exp / "results.parquet")
-    assert df["cpus"].tolist() == [2] and df["epoch"].tolist() == [40] and df["restarts"].tolist() == [0]
 
 
 def descendants(root: int, needle: str) -> list[int]:

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import in_process, run_module
 
 BUCKET = "marl-test"
 
@@ -58,6 +58,6 @@ def test_sweep_resume_and_report_on_s3(s3, tmp_path):
     key = "probe/test/mlp/shared/timbre"
     assert resumed.sort_values("trial")[key].tolist() == pd.Series(df.sort_values("trial")[key]).tolist()
 
-    report = cli("analysis.report", f"{s3}/smoke", "--out", str(tmp_path / "report"), "--no-umap", cwd=tmp_path)
+    report = in_process("analysis.report", f"{s3}/smoke", "--out", str(tmp_path / "report"), "--no-umap")
     assert report.returncode == 0, report.stderr[-3000:]
     assert "Probe table" in (tmp_path / "report" / "report.md").read_text()

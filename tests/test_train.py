@@ -227,12 +227,13 @@ def test_probing_posterior_samples_gives_other_codes_than_the_means(tiny_cfg):
 def test_unparseable_config_file_is_rejected(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    proc = run_cli("--config", str(bad), "--out", str(tmp_path / "run"))
+    proc = in_process("marl.train", "--config", bad, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "config" in proc.stderr and "Traceback" not in proc.stderr
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"gama": 1}')
-    proc = run_cli("--config", str(unknown), "--out", str(tmp_path / "run"))
+    proc = in_process("marl.train", "--config", unknown, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "gama" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_mixed_precision_trains_and_stays_close_to_fp32(tiny_cfg):
