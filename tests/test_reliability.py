@@ -179,7 +179,7 @@ def test_sigkill_at_three_moments_then_finishing_gives_the_same_rows(tmp_path):
         if moment == "first save":
             assert (exp / "tuner.pkl").exists() and not list(exp.glob("experiment_state-*.json")), "not the first save"
             assert tune.Tuner.can_restore(str(exp))  # Tune would resume it, into an empty sweep
-            proc = sweep(*args, "--resume", cwd=tmp_path, timeout=120)
+            proc = in_process("marl.sweep", *args, "--resume", cwd=tmp_path)
             lines = proc.stderr.strip().splitlines()
             assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
             assert not (exp / "results.parquet").exists()
@@ -210,14 +210,14 @@ def test_a_resume_whose_tune_state_was_cut_off_refuses_in_one_line_and_keeps_the
     (state,) = exp.glob("experiment_state-*.json")
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     before = (exp / "results.parquet").read_bytes()
-    proc = sweep("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", cwd=tmp_path, timeout=180)
+    proc = in_process("marl.sweep", "--space", "smoke", "--storage", tmp_path / "results", "--resume", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert state.name in lines[0] and "--overwrite" in lines[0] and "Traceback" not in proc.stderr
     assert (exp / "results.parquet").read_bytes() == before
     # a whole state saved before Tune added any trial: Tune's resume fails on it just the same
     state.write_text('{"trial_data": [], "runner_data": {}, "stats": {}}')
-    proc = sweep("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", cwd=tmp_path, timeout=180)
+    proc = in_process("marl.sweep", "--space", "smoke", "--storage", tmp_path / "results", "--resume", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "no saved state yet" in lines[0], proc.stderr[-2000:]
     assert (exp / "results.parquet").read_bytes() == before

@@ -458,7 +458,7 @@ def test_yaml_and_json_spaces_load_like_python_ones(tmp_path):
 def test_broken_space_files_of_any_kind_give_one_line_and_exit_2(tmp_path, name, text, needle):
     path = tmp_path / name
     path.write_text(text)
-    proc = sweep_cli("--space", str(path), "--storage", str(tmp_path / "r"), cwd=tmp_path, timeout=60)
+    proc = in_process("marl.sweep", "--space", path, "--storage", tmp_path / "r", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
@@ -500,7 +500,8 @@ def test_resume_with_a_changed_pack_exits_2_and_leaves_the_sweep_alone(smoke_swe
     tmp_path, _ = smoke_sweep
     results = tmp_path / "results" / "smoke" / "results.parquet"
     before = results.stat().st_mtime_ns
-    proc = sweep_cli("--space", "smoke", "--storage", str(tmp_path / "results"), "--resume", "--pack", "2", cwd=tmp_path)
+    proc = in_process("marl.sweep", "--space", "smoke", "--storage", tmp_path / "results", "--resume", "--pack", "2",
+                      cwd=tmp_path)
     assert proc.returncode == 2 and "--pack" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and results.stat().st_mtime_ns == before
 
@@ -512,7 +513,7 @@ def test_unwritable_storage_is_one_line_before_ray_starts(tmp_path, where):
         storage = str(tmp_path / "afile" / "results")
     else:
         storage = "/proc/marl-results"  # read-only even for root, who can write past chmod
-    proc = sweep_cli("--space", "smoke", "--storage", storage, cwd=tmp_path, timeout=60)
+    proc = in_process("marl.sweep", "--space", "smoke", "--storage", storage, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: storage:"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "ray" not in proc.stdout.lower()
 
