@@ -101,12 +101,13 @@ def in_process(module: str, *args: str, cwd=None):
     import importlib
     import io
     import subprocess
+    import sys
 
     from marl.errors import exit_on_user_error
 
     main = importlib.import_module(module).main
     out, err, code = io.StringIO(), io.StringIO(), 0
-    here = os.getcwd()
+    here, environ = os.getcwd(), dict(os.environ)
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -115,7 +116,15 @@ def in_process(module: str, *args: str, cwd=None):
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     finally:
+        # a command that got further than it should leaves nothing to the next test: what it
+        # set in the environment, the sweep lock it took (a Ray session fails the test anyway)
         os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        sweep = sys.modules.get("marl.sweep")
+        if sweep is not None and sweep._LOCK is not None:
+            sweep._LOCK.release()
+            sweep._LOCK = None
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 

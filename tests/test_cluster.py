@@ -8,21 +8,15 @@ from ray.cluster_utils import Cluster
 from marl.sweep import parse_args, run
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Started once for this file's tests: each connects to it and disconnects."""
+@pytest.fixture
+def two_node_cluster():
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
-    yield cluster
-    cluster.shutdown()
-
-
-@pytest.fixture
-def two_node_cluster(cluster):
     ray.init(address=cluster.address)
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.mark.timeout(240)

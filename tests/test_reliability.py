@@ -6,13 +6,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from marl.storage import PARTIAL
-from tests.conftest import TINY, in_process, run_module
+from tests.conftest import LEFTOVER_GRACE_S, MARKER, TINY, in_process, processes_marked, run_module
 
 
 def write_space(path: Path, space: str, epochs: int, n: int) -> Path:
@@ -49,50 +50,74 @@ def writing_tune_state(exp: Path) -> bool:
 @pytest.fixture(scope="module")
 def killed_sweep(tmp_path_factory):
     """One sweep, 4 trials at 1 CPU each, shared by the three tests below: while it runs, a
-    second driver for it is started (with --overwrite, then --resume); once a trial has
-    checkpointed and its report reached the folder, the driver is SIGKILLed while Tune copies its experiment state into the folder;
-    then it is resumed with 2 CPUs per trial. Returns the sweep's folder, the second drivers'
-    outcomes and the resume's."""
+    second driver for it is started (with --overwrite and with --resume); once a trial has
+    checkpointed and its report reached the folder, the driver is SIGKILLed while Tune copies its
+    experiment state into the folder; then it is resumed with 2 CPUs per trial (of 2: one trial
+    at a time; two resumed trials at once are the three-moment test's, below). Returns the
+    sweep's folder, what the second drivers saw, the trials that had reported before the kill,
+    and the resume's outcome.
+
+    Module-scoped, it runs before the per-test isolation (conftest._isolated): it gives its
+    programs a data cache and a marker of their own, and checks for leftovers itself."""
     root = tmp_path_factory.mktemp("killed")
-    env = {**os.environ, "MARL_CACHE": str(root / "cache")}
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "MARL_CACHE": str(root / "cache"), MARKER: marker}
     space = write_space(root / "kill.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5, 1.0])}', 20, 4)
-    args = ["--space", str(space), "--storage", str(root / "r"), "--num-cpus", "2", "--checkpoint-every", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--cpus-per-trial", "1"], cwd=root,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ["--space", str(space), "--storage", str(root / "r"), "--checkpoint-every", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--num-cpus", "2", "--cpus-per-trial", "1"],
+                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     exp = root / "r" / "kill"
 
     def reported() -> dict[str, int]:  # trial -> its newest epoch whose report reached the folder
         last = {trial.name: epochs_so_far(trial) for trial in exp.glob("trial_*")}
         return {name: epoch for name, epoch in last.items() if epoch}
 
-    seconds = {}
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not list(exp.glob("trial_*")):
             time.sleep(0.2)
         assert list(exp.glob("trial_*")), "the sweep never started a trial"
-        second = {}
-        for extra in ("--overwrite", "--resume"):
-            t0 = time.time()
-            second[extra] = sweep(*args, extra, cwd=root, env=env, timeout=60)
-            seconds[extra] = time.time() - t0
-        running = driver.poll() is None
+        t0 = time.time()  # the second drivers run while the sweep goes on to its first checkpoint
+        second = {extra: subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--num-cpus", "2", extra],
+                                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for extra in ("--overwrite", "--resume")}
         while time.time() < deadline and not (list(exp.glob("*/checkpoint_*")) and reported()):
             time.sleep(0.2)  # kill once some trial has checkpointed and reported, well before the end
         assert list(exp.glob("*/checkpoint_*")) and reported(), "no checkpoint or report appeared"
+        refused = {extra: (proc.wait(60), proc.stdout.read(), proc.stderr.read()) for extra, proc in second.items()}
+        seconds = time.time() - t0
+        untouched = driver.poll() is None and bool(list(exp.glob("trial_*")))
         # ... at the hardest instant: while Tune copies its experiment state into the folder. A
         # kill there used to leave half a file, which Tune could not restore: it then started an
         # empty experiment and the rows lost their config (docs/reliability.md).
         while time.time() < deadline and not writing_tune_state(exp):
             time.sleep(0.0005)
+        assert writing_tune_state(exp), "Tune's state was never seen being written"
+    except BaseException:
+        kill_marked(marker)  # the second drivers too, if they are still running
+        raise
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait(30)
     started = reported()  # these trained at 1 CPU before the kill
     assert started and max(started.values()) < 20, f"the kill did not land mid-trial: {started}"
     assert not (exp / "results.parquet").exists()
-    resumed = sweep(*args, "--cpus-per-trial", "2", "--resume", cwd=root, env=env, timeout=300)
-    return exp, (second, seconds, running), started, resumed
+    resumed = sweep(*args, "--num-cpus", "2", "--cpus-per-trial", "2", "--resume", cwd=root, env=env, timeout=300)
+    yield exp, (refused, seconds, untouched), started, resumed
+    deadline = time.time() + LEFTOVER_GRACE_S
+    while (left := processes_marked(marker)) and time.time() < deadline:
+        time.sleep(0.5)
+    kill_marked(marker)
+    assert not left, f"the killed sweep left processes running: {left}"
+
+
+def kill_marked(marker: str) -> None:
+    for pid in processes_marked(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # ended meanwhile
+            pass
 
 
 def reported_epochs(trial: Path) -> list[int]:
@@ -114,12 +139,12 @@ def epochs_so_far(trial: Path) -> int:
 
 @pytest.mark.timeout(400)
 def test_a_second_driver_for_a_running_sweep_refuses_at_once(killed_sweep):
-    _, (second, seconds, running), _, _ = killed_sweep
-    for extra, proc in second.items():
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1 and "running" in lines[0], (extra, proc.stderr[-2000:])
-        assert seconds[extra] < 30  # at once, not after Ray starts
-    assert running  # the running sweep is untouched
+    _, (refused, seconds, untouched), _, _ = killed_sweep
+    for extra, (code, _, stderr) in refused.items():
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "running" in lines[0], (extra, stderr[-2000:])
+    assert seconds < 30  # at once, not after Ray starts
+    assert untouched  # the running sweep goes on, its trials' folders in place
 
 
 @pytest.mark.timeout(400)
@@ -156,22 +181,36 @@ def test_resume_trains_with_the_resumed_commands_resources(killed_sweep):
 
 @pytest.mark.timeout(600)
 def test_sigkill_at_three_moments_then_finishing_gives_the_same_rows(tmp_path):
-    """Kill the driver at Tune's first save (tuner.pkl written, no experiment state yet), mid-trial
-    and near the end; then do what the docs say: --resume if the sweep saved state, else start it
-    with --overwrite. After the first, a resume must not start an empty sweep: it refuses in one
-    line, and --overwrite runs the whole sweep."""
+    """Kill the driver at Tune's first save (tuner.pkl written, no experiment state yet), mid-trial,
+    and at the end (results.parquet written, Ray shutting down); then do what the docs say:
+    --resume if the sweep saved state, else start it with --overwrite. After the first, a resume
+    must not start an empty sweep: it refuses in one line, and --overwrite runs the whole sweep.
+    After the last, the resume of a finished sweep gives its rows again."""
     from ray import tune
 
     space = write_space(tmp_path / "rnd.py", '{"gamma": tune.grid_search([0.0, 0.1, 0.5])}', 12, 3)
     args = ["--space", str(space), "--storage", str(tmp_path / "r"), "--num-cpus", "2"]
     exp = tmp_path / "r" / "rnd"
-    for moment in ("first save", 12.0, 20.0):
+    results = exp / "results.parquet"
+
+    def written() -> int | None:  # results.parquet's mtime, None while there is none
+        try:
+            return results.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    for moment in ("first save", 12.0, "results written"):
+        before = written()  # the last round's
         driver = subprocess.Popen([sys.executable, "-m", "marl.sweep", *args, "--overwrite"], cwd=tmp_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
         if moment == "first save":
-            deadline = time.time() + 120
             while time.time() < deadline and not (exp / "tuner.pkl").exists():
                 time.sleep(0.0005)
+        elif moment == "results written":
+            while time.time() < deadline and written() in (None, before):
+                time.sleep(0.0005)
+            assert written() not in (None, before), "no results were written"
         else:
             time.sleep(moment)
         os.killpg(driver.pid, signal.SIGKILL)
@@ -184,6 +223,7 @@ def test_sigkill_at_three_moments_then_finishing_gives_the_same_rows(tmp_path):
             assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
             assert not (exp / "results.parquet").exists()
         finish = "--resume" if tune.Tuner.can_restore(str(exp)) and moment != "first save" else "--overwrite"
+        assert finish == "--resume" or moment != "results written"
         proc = sweep(*args, finish, cwd=tmp_path, timeout=300)
         if finish == "--resume" and proc.returncode == 2 and "--overwrite" in proc.stderr:
             # killed after tuner.pkl, before Tune's first experiment state: nothing to resume
