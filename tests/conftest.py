@@ -49,6 +49,25 @@ def processes_marked(value: str) -> dict[int, str]:
     return found
 
 
+def kill_marked(value: str) -> None:
+    """SIGKILL every process marked MARKER=value."""
+    for pid in processes_marked(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # ended meanwhile
+            pass
+
+
+def reap_marked(value: str) -> dict[int, str]:
+    """Give the processes marked MARKER=value LEFTOVER_GRACE_S to exit, kill the rest, and
+    return those still running at the deadline (PID -> command line)."""
+    deadline = time.time() + LEFTOVER_GRACE_S
+    while (left := processes_marked(value)) and time.time() < deadline:
+        time.sleep(0.5)
+    kill_marked(value)  # read again: a PID seen above may have been reused
+    return left
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory, monkeypatch):
     """Each test gets its own data cache, and leaves no process or Ray session behind: its
@@ -64,14 +83,7 @@ def _isolated(tmp_path_factory, monkeypatch):
     if ray.is_initialized():
         ray.shutdown()
         problems.append("a Ray session was left initialised in the test process")
-    deadline = time.time() + LEFTOVER_GRACE_S
-    while (left := processes_marked(value)) and time.time() < deadline:
-        time.sleep(0.5)
-    for pid in processes_marked(value):  # read again: a PID seen above may have been reused
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # ended meanwhile
-            pass
+    left = reap_marked(value)
     if left:
         problems.append(f"{len(left)} process(es) left running: "
                         + "; ".join(f"{pid} {cmd}" for pid, cmd in sorted(left.items())))

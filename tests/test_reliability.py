@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from marl.storage import PARTIAL
-from tests.conftest import LEFTOVER_GRACE_S, MARKER, TINY, in_process, processes_marked, run_module
+from tests.conftest import MARKER, TINY, in_process, kill_marked, reap_marked, run_module
 
 
 def write_space(path: Path, space: str, epochs: int, n: int) -> Path:
@@ -105,19 +105,8 @@ def killed_sweep(tmp_path_factory):
     assert not (exp / "results.parquet").exists()
     resumed = sweep(*args, "--num-cpus", "2", "--cpus-per-trial", "2", "--resume", cwd=root, env=env, timeout=300)
     yield exp, (refused, seconds, untouched), started, resumed
-    deadline = time.time() + LEFTOVER_GRACE_S
-    while (left := processes_marked(marker)) and time.time() < deadline:
-        time.sleep(0.5)
-    kill_marked(marker)
+    left = reap_marked(marker)
     assert not left, f"the killed sweep left processes running: {left}"
-
-
-def kill_marked(marker: str) -> None:
-    for pid in processes_marked(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # ended meanwhile
-            pass
 
 
 def reported_epochs(trial: Path) -> list[int]:
